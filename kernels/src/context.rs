@@ -1,0 +1,557 @@
+//! The device context: adapter discovery and choice, the features and limits we use, and the
+//! command recorder every op appends its dispatches to.
+
+use std::cell::{Cell, RefCell};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+use wgpu::util::DeviceExt;
+
+use crate::error::{KernelError, Result};
+use crate::pipelines::{Kernel, Pipelines};
+use crate::pool::Pool;
+use crate::profile::{Cost, Profiler};
+
+/// Environment variable that picks the adapter when `--device` is not given.
+pub const DEVICE_ENV: &str = "NOISESHIFT_DEVICE";
+
+/// What `noiseshift devices` reports about one adapter.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterReport {
+    pub index: usize,
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub shader_f16: bool,
+    pub subgroup: bool,
+    pub timestamp_query: bool,
+    pub cooperative_matrix: bool,
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+}
+
+impl AdapterReport {
+    fn new(index: usize, adapter: &wgpu::Adapter) -> Self {
+        let info = adapter.get_info();
+        let f = adapter.features();
+        let l = adapter.limits();
+        AdapterReport {
+            index,
+            name: info.name,
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver,
+            driver_info: info.driver_info,
+            shader_f16: f.contains(wgpu::Features::SHADER_F16),
+            subgroup: f.contains(wgpu::Features::SUBGROUP),
+            timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            cooperative_matrix: f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
+            max_buffer_size: l.max_buffer_size,
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+            max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+        }
+    }
+
+    /// The label `--device NAME` is matched against: "name [backend]".
+    pub fn label(&self) -> String {
+        format!("{} [{}]", self.name, self.backend)
+    }
+}
+
+/// How to pick and set up the device.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Adapter index (as listed by `noiseshift devices`) or a case-insensitive part of
+    /// "name [backend]". `None` reads [`DEVICE_ENV`], then takes the best adapter.
+    pub device: Option<String>,
+    /// Lower the storage-binding limit below the adapter's (tests of the split/refuse paths).
+    pub max_binding_bytes: Option<u64>,
+    /// Ignore SHADER_F16 even where the adapter has it (tests of the f32 fallback).
+    pub disable_f16: bool,
+    /// Record per-dispatch timings from the start.
+    pub profile: bool,
+}
+
+/// Features of the device that select kernel variants.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Caps {
+    pub f16: bool,
+    pub subgroups: bool,
+    pub timestamps: bool,
+    /// Software rasteriser (lavapipe/llvmpipe): texel fetches are vectorised there while buffer
+    /// loads are not, so the matmul reads its operands through textures.
+    pub software: bool,
+}
+
+fn instance() -> wgpu::Instance {
+    // Mesa's software Vulkan prints a harmless XDG_RUNTIME_DIR complaint from its device-select
+    // layer; that layer is of no use to us.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: set before any thread of ours exists; wgpu has not started yet.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+    wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::all(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    })
+}
+
+fn rank(adapter: &wgpu::Adapter) -> (u8, u8) {
+    let info = adapter.get_info();
+    let kind = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (kind, backend)
+}
+
+/// All adapters, best first: discrete, integrated, virtual, other, software; native APIs before GL.
+fn sorted_adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    adapters.sort_by_key(rank);
+    adapters
+}
+
+const NO_ADAPTER_HELP: &str = "no GPU adapter found: install your GPU's Vulkan, Metal or DX12 driver, \
+     or on Linux Mesa's software drivers (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`)";
+
+/// Every adapter wgpu finds, in the order `--device INDEX` counts them.
+pub fn list_adapters() -> Vec<AdapterReport> {
+    let instance = instance();
+    sorted_adapters(&instance)
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AdapterReport::new(i, a))
+        .collect()
+}
+
+/// Pick an adapter by index or name fragment, or the best one.
+fn choose(adapters: Vec<wgpu::Adapter>, selector: Option<&str>) -> Result<wgpu::Adapter> {
+    if adapters.is_empty() {
+        return Err(KernelError::NoAdapter(NO_ADAPTER_HELP.into()));
+    }
+    let Some(sel) = selector.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(adapters.into_iter().next().expect("not empty"));
+    };
+    let reports: Vec<AdapterReport> =
+        adapters.iter().enumerate().map(|(i, a)| AdapterReport::new(i, a)).collect();
+    let found = match sel.parse::<usize>() {
+        Ok(i) => (i < adapters.len()).then_some(i),
+        Err(_) => {
+            let needle = sel.to_lowercase();
+            reports.iter().position(|r| r.label().to_lowercase().contains(&needle))
+        }
+    };
+    match found {
+        Some(i) => Ok(adapters.into_iter().nth(i).expect("index checked")),
+        None => {
+            let list: Vec<String> =
+                reports.iter().map(|r| format!("  {}: {}", r.index, r.label())).collect();
+            Err(KernelError::NoAdapter(format!(
+                "no adapter matches device '{sel}'; available:\n{}",
+                list.join("\n")
+            )))
+        }
+    }
+}
+
+/// The command encoder being filled, submitted when results are needed.
+#[derive(Default)]
+struct Recorder {
+    encoder: Option<wgpu::CommandEncoder>,
+    dispatches: usize,
+}
+
+/// Submit automatically after this many dispatches so command memory stays bounded.
+const DISPATCHES_PER_SUBMIT: usize = 512;
+
+/// One bound resource of a dispatch, in binding order after the uniform parameters.
+pub enum Bind<'a> {
+    /// A byte range of a storage buffer; `label` names the operand in errors.
+    Buffer { buffer: &'a wgpu::Buffer, offset: u64, size: u64, label: &'a str },
+    /// A sampled texture read with `textureLoad`.
+    Texture(&'a wgpu::TextureView),
+}
+
+/// The GPU: device, queue, capabilities, pipeline cache, buffer pool and profiler.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: AdapterReport,
+    pub caps: Caps,
+    pub limits: wgpu::Limits,
+    pipelines: Pipelines,
+    pub(crate) pool: Pool,
+    recorder: RefCell<Recorder>,
+    profiler: RefCell<Profiler>,
+    errors: Arc<Mutex<Vec<String>>>,
+    poison: Cell<bool>,
+}
+
+impl Gpu {
+    /// Open the chosen adapter with the features we use and the adapter's full limits.
+    pub fn new(options: &GpuOptions) -> Result<Gpu> {
+        let instance = instance();
+        let env = std::env::var(DEVICE_ENV).ok();
+        let selector = options.device.as_deref().or(env.as_deref());
+        let adapters = sorted_adapters(&instance);
+        let reports: Vec<AdapterReport> =
+            adapters.iter().enumerate().map(|(i, a)| AdapterReport::new(i, a)).collect();
+        let adapter = choose(adapters, selector)?;
+        let name = adapter.get_info().name;
+        let report = reports
+            .into_iter()
+            .find(|r| r.name == name && r.backend == format!("{:?}", adapter.get_info().backend))
+            .expect("chosen adapter is listed");
+
+        let available = adapter.features();
+        let mut wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP;
+        if !options.disable_f16 {
+            wanted |= wgpu::Features::SHADER_F16;
+        }
+        let features = available & wanted;
+        let mut limits = adapter.limits();
+        if let Some(max) = options.max_binding_bytes {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(max);
+        }
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("noiseshift"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| KernelError::Device(format!("cannot open {}: {e}", report.label())))?;
+
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().expect("error sink").push(e.to_string());
+        }));
+
+        let caps = Caps {
+            f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            software: adapter.get_info().device_type == wgpu::DeviceType::Cpu,
+        };
+        let profiler = Profiler::new(&device, &queue, caps.timestamps, options.profile);
+        Ok(Gpu {
+            pipelines: Pipelines::default(),
+            pool: Pool::default(),
+            recorder: RefCell::new(Recorder::default()),
+            profiler: RefCell::new(profiler),
+            errors,
+            poison: Cell::new(false),
+            device,
+            queue,
+            adapter: report,
+            caps,
+            limits,
+        })
+    }
+
+    /// The pipeline for `kernel`, built and cached on first use.
+    pub(crate) fn pipeline(&self, kernel: &Kernel) -> Result<Arc<wgpu::ComputePipeline>> {
+        self.pipelines.get(self, kernel)
+    }
+
+    /// Fill every newly handed-out tensor with NaN, so a kernel that leaves an output element
+    /// unwritten fails its test instead of passing on stale zeros.
+    pub fn set_poison(&self, on: bool) {
+        self.poison.set(on);
+    }
+
+    pub(crate) fn poisoning(&self) -> bool {
+        self.poison.get()
+    }
+
+    /// Start or stop recording per-dispatch timings; returns the profiler for reading.
+    pub fn profiler(&self) -> std::cell::RefMut<'_, Profiler> {
+        self.profiler.borrow_mut()
+    }
+
+    /// Largest byte range one storage binding may cover on this device.
+    pub fn max_binding(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size
+    }
+
+    /// Check a binding size against the device limit.
+    pub fn check_binding(&self, what: &str, bytes: u64) -> Result<()> {
+        if bytes > self.max_binding() {
+            return Err(KernelError::TooLarge {
+                what: what.to_string(),
+                bytes,
+                limit: self.max_binding(),
+                limit_name: "max_storage_buffer_binding_size",
+            });
+        }
+        Ok(())
+    }
+
+    fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        let mut rec = self.recorder.borrow_mut();
+        let enc = rec.encoder.get_or_insert_with(|| {
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        });
+        f(enc)
+    }
+
+    /// Record one compute dispatch. Binding 0 is the uniform `params`; `binds` follow from 1.
+    pub(crate) fn dispatch(
+        &self,
+        kernel: &Kernel,
+        params: &[u8],
+        binds: &[Bind<'_>],
+        groups: [u32; 3],
+        cost: Cost,
+    ) -> Result<()> {
+        let max_groups = self.limits.max_compute_workgroups_per_dimension;
+        if groups.iter().any(|&g| g > max_groups) {
+            return Err(KernelError::TooLarge {
+                what: format!("{} dispatch of {groups:?} workgroups", kernel.name),
+                bytes: u64::from(*groups.iter().max().expect("3 values")),
+                limit: u64::from(max_groups),
+                limit_name: "max_compute_workgroups_per_dimension",
+            });
+        }
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        for b in binds {
+            if let Bind::Buffer { size, label, offset, .. } = b {
+                self.check_binding(&format!("{} operand '{label}'", kernel.name), *size)?;
+                debug_assert_eq!(
+                    offset % u64::from(self.limits.min_storage_buffer_offset_alignment),
+                    0,
+                    "unaligned binding offset for {label}"
+                );
+            }
+        }
+        let pipeline = self.pipeline(kernel)?;
+        let mut padded = params.to_vec();
+        padded.resize(params.len().next_multiple_of(16).max(16), 0);
+        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: &padded,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (i, b) in binds.iter().enumerate() {
+            let resource = match b {
+                Bind::Buffer { buffer, offset, size, .. } => {
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer,
+                        offset: *offset,
+                        size: wgpu::BufferSize::new(*size),
+                    })
+                }
+                Bind::Texture(view) => wgpu::BindingResource::TextureView(view),
+            };
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.name),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+
+        let mut profiler = self.profiler.borrow_mut();
+        let wall = profiler.needs_wall_time().then(Instant::now);
+        self.with_encoder(|enc| {
+            let timestamps = profiler.timestamp_writes(kernel.name, cost);
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(kernel.name),
+                timestamp_writes: timestamps,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        });
+        let dispatches = {
+            let mut rec = self.recorder.borrow_mut();
+            rec.dispatches += 1;
+            rec.dispatches
+        };
+        if let Some(start) = wall {
+            drop(profiler);
+            self.finish()?;
+            self.profiler.borrow_mut().record_wall(kernel.name, cost, start.elapsed());
+        } else if dispatches >= DISPATCHES_PER_SUBMIT || profiler.query_set_full() {
+            drop(profiler);
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Record a buffer-to-buffer copy in order with the dispatches around it.
+    pub(crate) fn copy(&self, src: &wgpu::Buffer, src_off: u64, dst: &wgpu::Buffer, dst_off: u64, size: u64) {
+        self.with_encoder(|enc| enc.copy_buffer_to_buffer(src, src_off, dst, dst_off, size));
+    }
+
+    /// Record any other command (texture copies) in order with the dispatches.
+    pub(crate) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+        self.with_encoder(f);
+    }
+
+    /// Write `data` into `buffer` at `offset`, ordered after everything recorded so far.
+    pub(crate) fn upload(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) {
+        let pending = self.recorder.borrow().encoder.is_some();
+        let len = data.len().next_multiple_of(4);
+        if !pending {
+            if len == data.len() {
+                self.queue.write_buffer(buffer, offset, data);
+            } else {
+                let mut padded = data.to_vec();
+                padded.resize(len, 0);
+                self.queue.write_buffer(buffer, offset, &padded);
+            }
+            return;
+        }
+        // queue.write_buffer would run before the pending commands; go through a staging copy.
+        let mut padded = data.to_vec();
+        padded.resize(len, 0);
+        let staging = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("upload"),
+            contents: &padded,
+            usage: wgpu::BufferUsages::COPY_SRC,
+        });
+        self.copy(&staging, 0, buffer, offset, len as u64);
+    }
+
+    /// Submit what has been recorded without waiting for it.
+    pub fn flush(&self) -> Result<()> {
+        let encoder = {
+            let mut rec = self.recorder.borrow_mut();
+            rec.dispatches = 0;
+            rec.encoder.take()
+        };
+        let mut profiler = self.profiler.borrow_mut();
+        let mut encoder = match encoder {
+            Some(e) => e,
+            None if profiler.has_unresolved() => {
+                self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+            }
+            None => return self.take_error(),
+        };
+        profiler.resolve(&mut encoder);
+        self.queue.submit(Some(encoder.finish()));
+        profiler.after_submit(&self.device)?;
+        drop(profiler);
+        self.take_error()
+    }
+
+    /// Submit and wait until the device is idle.
+    pub fn finish(&self) -> Result<()> {
+        self.flush()?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| KernelError::Device(e.to_string()))?;
+        self.take_error()
+    }
+
+    /// Report (once) the first error the device raised asynchronously.
+    fn take_error(&self) -> Result<()> {
+        let mut errors = self.errors.lock().expect("error sink");
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let all = std::mem::take(&mut *errors);
+        Err(KernelError::Device(all.join("; ")))
+    }
+
+    /// Copy `size` bytes at `offset` of `buffer` back to the host.
+    pub(crate) fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let len = size.next_multiple_of(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: len.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if len > 0 {
+            self.copy(buffer, offset, &staging, 0, len);
+        }
+        self.flush()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| KernelError::Device(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| KernelError::Device(e.to_string()))?
+            .map_err(|e| KernelError::Device(format!("readback failed: {e}")))?;
+        self.take_error()?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| KernelError::Device(format!("readback failed: {e:?}")))?;
+        let mut out = view.to_vec();
+        out.truncate(size as usize);
+        Ok(out)
+    }
+
+    /// Allocate a device buffer, turning out-of-memory into an error instead of a panic.
+    pub(crate) fn create_buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+        if size > self.limits.max_buffer_size {
+            return Err(KernelError::TooLarge {
+                what: format!("buffer '{label}'"),
+                bytes: size,
+                limit: self.limits.max_buffer_size,
+                limit_name: "max_buffer_size",
+            });
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(KernelError::Device(format!("out of device memory for '{label}' ({size} bytes): {e}")));
+        }
+        Ok(buffer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_device_lists_the_available_ones() {
+        let err = Gpu::new(&GpuOptions { device: Some("no-such-gpu-xyz".into()), ..Default::default() });
+        match err {
+            Err(KernelError::NoAdapter(msg)) => {
+                assert!(msg.contains("no-such-gpu-xyz"), "{msg}");
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a nonexistent device was accepted"),
+        }
+    }
+
+    #[test]
+    fn index_selects_in_listed_order() {
+        let list = list_adapters();
+        let last = list.len() - 1;
+        let gpu = Gpu::new(&GpuOptions { device: Some(last.to_string()), ..Default::default() }).unwrap();
+        assert_eq!(gpu.adapter.label(), list[last].label());
+    }
+}

@@ -1,0 +1,17 @@
+//! noiseshift-kernels: the GPU layer. Tensors, WGSL compute kernels with their CPU references,
+//! and a per-dispatch profiler. Knows nothing of models.
+
+pub mod context;
+pub mod error;
+pub mod ops;
+pub mod pipelines;
+mod pool;
+pub mod profile;
+pub mod reference;
+pub mod tensor;
+
+pub use context::{AdapterReport, Caps, Gpu, GpuOptions, list_adapters};
+pub use error::{KernelError, Result};
+pub use pool::MemoryStats;
+pub use profile::{Ceilings, Cost};
+pub use tensor::{DType, Tensor};

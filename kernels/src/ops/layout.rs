@@ -1,0 +1,146 @@
+//! Layout changes: patchify/unpatchify (SD3 patches, FLUX 2x2 packing), concat/split along
+//! tokens, and cropping rows laid out on a grid (the stored position embedding).
+
+use crate::context::Gpu;
+use crate::error::{Result, shape_err};
+use crate::ops::{expect_f32, grid_flat, words};
+use crate::pipelines::Kernel;
+use crate::profile::Cost;
+use crate::tensor::{DType, Tensor};
+
+/// Feature order inside a patch token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchOrder {
+    /// (c, ph, pw), pw fastest: conv-weight order (SD3 patch embed) and FLUX packing.
+    ChannelFirst,
+    /// (ph, pw, c), c fastest: SD3's final layer output.
+    ChannelLast,
+}
+
+fn patch_kernel(unpatch: bool, order: PatchOrder) -> Kernel {
+    Kernel::new(if unpatch { "unpatchify" } else { "patchify" }, &["common.wgsl", "patchify.wgsl"])
+        .constant("UNPATCH", unpatch as u32)
+        .constant("CHANNEL_LAST", (order == PatchOrder::ChannelLast) as u32)
+}
+
+fn check_grid(op: &'static str, c: usize, h: usize, w: usize, patch: usize) -> Result<()> {
+    if patch == 0 || h % patch != 0 || w % patch != 0 || c == 0 {
+        return shape_err(op, format!("{h}x{w} is not a whole number of {patch}x{patch} patches"));
+    }
+    Ok(())
+}
+
+/// [B, C, H, W] -> [B, (H/p)(W/p), p*p*C], patches in row-major order.
+pub fn patchify(gpu: &Gpu, x: &Tensor, patch: usize, order: PatchOrder) -> Result<Tensor> {
+    const OP: &str = "patchify";
+    expect_f32(OP, "input", x)?;
+    let [b, c, h, w] = *x.shape() else {
+        return shape_err(OP, format!("input must be [B, C, H, W], got {:?}", x.shape()));
+    };
+    check_grid(OP, c, h, w, patch)?;
+    let y = Tensor::empty(gpu, &[b, (h / patch) * (w / patch), patch * patch * c], DType::F32)?;
+    let n = x.numel();
+    gpu.dispatch(
+        &patch_kernel(false, order),
+        words(&[n as u32, c as u32, h as u32, w as u32, patch as u32]),
+        &[x.bind("x"), y.bind("y")],
+        grid_flat(gpu, n),
+        Cost::new(0.0, 8.0 * n as f64),
+    )?;
+    Ok(y)
+}
+
+/// Tokens [B, (H/p)(W/p), p*p*C] -> [B, C, H, W].
+pub fn unpatchify(gpu: &Gpu, t: &Tensor, c: usize, h: usize, w: usize, patch: usize, order: PatchOrder) -> Result<Tensor> {
+    const OP: &str = "unpatchify";
+    expect_f32(OP, "tokens", t)?;
+    check_grid(OP, c, h, w, patch)?;
+    let tokens = (h / patch) * (w / patch);
+    let [b, l, f] = *t.shape() else {
+        return shape_err(OP, format!("tokens must be [B, L, F], got {:?}", t.shape()));
+    };
+    if l != tokens || f != patch * patch * c {
+        return shape_err(OP, format!("tokens {:?} do not match {c} channels of {h}x{w} in {patch}x{patch} patches", t.shape()));
+    }
+    let y = Tensor::empty(gpu, &[b, c, h, w], DType::F32)?;
+    let n = y.numel();
+    gpu.dispatch(
+        &patch_kernel(true, order),
+        words(&[n as u32, c as u32, h as u32, w as u32, patch as u32]),
+        &[t.bind("tokens"), y.bind("y")],
+        grid_flat(gpu, n),
+        Cost::new(0.0, 8.0 * n as f64),
+    )?;
+    Ok(y)
+}
+
+fn concat_kernel(split: bool) -> Kernel {
+    Kernel::new(if split { "split" } else { "concat" }, &["common.wgsl", "concat.wgsl"]).constant("SPLIT", split as u32)
+}
+
+/// [B, L1, D] and [B, L2, D] -> [B, L1 + L2, D].
+pub fn concat_tokens(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    const OP: &str = "concat";
+    expect_f32(OP, "a", a)?;
+    expect_f32(OP, "b", b)?;
+    let (&[ba, l1, d], &[bb, l2, db]) = (a.shape(), b.shape()) else {
+        return shape_err(OP, format!("inputs must be [B, L, D], got {:?} and {:?}", a.shape(), b.shape()));
+    };
+    if ba != bb || d != db {
+        return shape_err(OP, format!("{:?} and {:?} differ in batch or width", a.shape(), b.shape()));
+    }
+    let out = Tensor::empty(gpu, &[ba, l1 + l2, d], DType::F32)?;
+    let n = out.numel();
+    gpu.dispatch(
+        &concat_kernel(false),
+        words(&[n as u32, l1 as u32, l2 as u32, d as u32]),
+        &[a.bind("a"), b.bind("b"), out.bind("out")],
+        grid_flat(gpu, n),
+        Cost::new(0.0, 8.0 * n as f64),
+    )?;
+    Ok(out)
+}
+
+/// [B, L1 + L2, D] -> ([B, L1, D], [B, L2, D]).
+pub fn split_tokens(gpu: &Gpu, x: &Tensor, l1: usize) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "split";
+    expect_f32(OP, "input", x)?;
+    let [b, l, d] = *x.shape() else {
+        return shape_err(OP, format!("input must be [B, L, D], got {:?}", x.shape()));
+    };
+    if l1 > l {
+        return shape_err(OP, format!("cannot take {l1} tokens of {l}"));
+    }
+    let first = Tensor::empty(gpu, &[b, l1, d], DType::F32)?;
+    let second = Tensor::empty(gpu, &[b, l - l1, d], DType::F32)?;
+    let n = x.numel();
+    gpu.dispatch(
+        &concat_kernel(true),
+        words(&[n as u32, l1 as u32, (l - l1) as u32, d as u32]),
+        &[first.bind("first"), second.bind("second"), x.bind("x")],
+        grid_flat(gpu, n),
+        Cost::new(0.0, 8.0 * n as f64),
+    )?;
+    Ok((first, second))
+}
+
+/// Rows of `src` [.., grid*grid, D] (row-major on a grid x grid square) cropped to the h x w
+/// window at (top, left): [h*w, D].
+pub fn crop_grid(gpu: &Gpu, src: &Tensor, grid: usize, top: usize, left: usize, h: usize, w: usize) -> Result<Tensor> {
+    const OP: &str = "crop_grid";
+    expect_f32(OP, "input", src)?;
+    let d = src.cols();
+    if src.rows() != grid * grid || top + h > grid || left + w > grid {
+        return shape_err(OP, format!("{h}x{w} at ({top}, {left}) does not fit a {grid}x{grid} grid of {:?}", src.shape()));
+    }
+    let out = Tensor::empty(gpu, &[h * w, d], DType::F32)?;
+    let n = out.numel();
+    gpu.dispatch(
+        &Kernel::new(OP, &["common.wgsl", "crop_grid.wgsl"]),
+        words(&[n as u32, d as u32, grid as u32, w as u32, top as u32, left as u32]),
+        &[src.bind("src"), out.bind("out")],
+        grid_flat(gpu, n),
+        Cost::new(0.0, 8.0 * n as f64),
+    )?;
+    Ok(out)
+}

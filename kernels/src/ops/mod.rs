@@ -1,0 +1,124 @@
+//! The ops: one file per family. Each op checks its operands (errors, never panics), splits
+//! work that exceeds a device binding limit where it can, and records one or more dispatches.
+
+use std::ops::Range;
+
+use crate::context::Gpu;
+use crate::error::{KernelError, Result};
+use crate::tensor::{DType, Tensor};
+
+pub mod activation;
+pub mod attention;
+pub mod conv;
+pub mod elementwise;
+pub mod embed;
+pub mod euler;
+pub mod layout;
+pub mod matmul;
+pub mod modulate;
+pub mod norm;
+pub mod reduce;
+pub mod resample;
+pub mod rope;
+
+pub use activation::Act;
+
+/// Workgroup width of the flat element-wise kernels (see `flat_index` in common.wgsl).
+pub(crate) const FLAT_WG: u32 = 256;
+
+/// Workgroups for `n` invocations of a flat kernel, folded into 2D past the per-dimension limit.
+pub(crate) fn grid_flat(gpu: &Gpu, n: usize) -> [u32; 3] {
+    let groups = n.div_ceil(FLAT_WG as usize).max(1);
+    let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    let x = groups.min(max_x);
+    [x as u32, groups.div_ceil(x) as u32, 1]
+}
+
+/// The dtype snippet that gives a kernel its `w_vec4`/`w_at` weight accessors.
+pub(crate) fn weight_snippet(gpu: &Gpu, dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "dtype_f32.wgsl",
+        DType::F16 if gpu.caps.f16 => "dtype_f16_native.wgsl",
+        DType::F16 => "dtype_f16.wgsl",
+        DType::BF16 => "dtype_bf16.wgsl",
+    }
+}
+
+/// Activations are f32: refuse anything else with the op's name.
+pub(crate) fn expect_f32(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(KernelError::DType { op, message: format!("{what} must be f32, got {}", t.dtype()) });
+    }
+    Ok(())
+}
+
+pub(crate) fn expect_shape(op: &'static str, what: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
+    if t.shape() != shape {
+        return Err(KernelError::Shape { op, message: format!("{what} has shape {:?}, expected {shape:?}", t.shape()) });
+    }
+    Ok(())
+}
+
+/// Split `total` items of `item_bytes` each into ranges whose bytes fit `limit`, with every
+/// range start a multiple of `align` bytes (the device's storage offset alignment).
+pub(crate) fn chunks(
+    what: &str,
+    total: usize,
+    item_bytes: u64,
+    limit: u64,
+    align: u64,
+) -> Result<Vec<Range<usize>>> {
+    if total == 0 {
+        return Ok(Vec::new());
+    }
+    if total as u64 * item_bytes <= limit {
+        return Ok(vec![0..total]);
+    }
+    // Items per aligned step: the smallest count whose bytes are a multiple of `align`.
+    let step = (align / gcd(align, item_bytes.max(1))) as usize;
+    let per = ((limit / item_bytes.max(1)) as usize / step) * step;
+    if per == 0 {
+        return Err(KernelError::TooLarge {
+            what: what.to_string(),
+            bytes: step as u64 * item_bytes,
+            limit,
+            limit_name: "max_storage_buffer_binding_size",
+        });
+    }
+    Ok((0..total).step_by(per).map(|s| s..(s + per).min(total)).collect())
+}
+
+/// Element ranges of a flat f32 op whose every binding fits the device limit.
+pub(crate) fn flat_chunks(gpu: &Gpu, what: &str, n: usize) -> Result<Vec<Range<usize>>> {
+    chunks(what, n, 4, gpu.max_binding(), u64::from(gpu.limits.min_storage_buffer_offset_alignment))
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Uniform parameters: u32 words (f32 values go in as their bits).
+pub(crate) fn words(values: &[u32]) -> &[u8] {
+    bytemuck::cast_slice(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_respect_limit_and_alignment() {
+        let r = chunks("x", 1000, 12, 4096, 256).unwrap();
+        assert_eq!(r.first().unwrap().start, 0);
+        assert_eq!(r.last().unwrap().end, 1000);
+        for c in &r {
+            assert!((c.len() as u64) * 12 <= 4096);
+            assert_eq!((c.start as u64 * 12) % 256, 0);
+        }
+        for w in r.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        assert!(chunks("x", 10, 5000, 4096, 256).is_err());
+        assert_eq!(chunks("x", 10, 4, 4096, 256).unwrap(), vec![0..10]);
+    }
+}

@@ -1,0 +1,181 @@
+//! LayerNorm (optionally affine, optionally fused with adaLN modulation), RMSNorm over head
+//! segments in place, GroupNorm with a fused activation.
+
+use crate::context::Gpu;
+use crate::error::{KernelError, Result, shape_err};
+use crate::ops::{Act, expect_f32, grid_flat, words};
+use crate::pipelines::Kernel;
+use crate::profile::Cost;
+use crate::tensor::{DType, Tensor};
+
+/// adaLN modulation source: chunks of a per-sample row [B, k * D] shared by `tokens` rows.
+#[derive(Clone, Copy)]
+pub struct Modulation<'a> {
+    pub table: &'a Tensor,
+    /// Rows of x per sample.
+    pub tokens: usize,
+    /// Chunk indices (in units of D) of shift and scale.
+    pub shift: usize,
+    pub scale: usize,
+}
+
+impl Modulation<'_> {
+    /// Check the table against x [rows, d]; returns the table's row stride.
+    pub(crate) fn check(&self, op: &'static str, rows: usize, d: usize, chunks: &[usize]) -> Result<usize> {
+        expect_f32(op, "modulation", self.table)?;
+        let stride = self.table.cols();
+        if self.tokens == 0 || rows % self.tokens != 0 {
+            return shape_err(op, format!("{rows} rows are not a whole number of samples of {} tokens", self.tokens));
+        }
+        if self.table.rows() != rows / self.tokens {
+            return shape_err(
+                op,
+                format!("modulation {:?} has {} rows for {} samples", self.table.shape(), self.table.rows(), rows / self.tokens),
+            );
+        }
+        if let Some(&c) = chunks.iter().find(|&&c| (c + 1) * d > stride) {
+            return shape_err(op, format!("chunk {c} of width {d} lies outside the modulation row of {stride}"));
+        }
+        Ok(stride)
+    }
+}
+
+/// LayerNorm over the last dimension: (x - mean) / sqrt(var + eps), then optional affine
+/// weight/bias, then optional modulation x * (1 + scale) + shift.
+pub fn layer_norm(
+    gpu: &Gpu,
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    modulation: Option<Modulation<'_>>,
+    eps: f32,
+) -> Result<Tensor> {
+    const OP: &str = "layer_norm";
+    expect_f32(OP, "input", x)?;
+    let (rows, d) = (x.rows(), x.cols());
+    for (what, t) in [("weight", weight), ("bias", bias)] {
+        if let Some(t) = t {
+            expect_f32(OP, what, t)?;
+            if t.shape() != [d] {
+                return shape_err(OP, format!("{what} {:?} must be [{d}]", t.shape()));
+            }
+        }
+    }
+    let (mod_stride, shift, scale, tokens) = match &modulation {
+        Some(m) => (m.check(OP, rows, d, &[m.shift, m.scale])?, m.shift * d, m.scale * d, m.tokens),
+        None => (0, 0, 0, rows.max(1)),
+    };
+    let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
+    let params = [
+        rows as u32,
+        d as u32,
+        tokens as u32,
+        eps.to_bits(),
+        weight.is_some() as u32,
+        bias.is_some() as u32,
+        modulation.is_some() as u32,
+        mod_stride as u32,
+        shift as u32,
+        scale as u32,
+    ];
+    let dummy = x.bind_range("x", 0, 4);
+    let binds = [
+        x.bind("x"),
+        weight.map_or_else(|| x.bind_range("x", 0, 4), |w| w.bind("weight")),
+        bias.map_or_else(|| x.bind_range("x", 0, 4), |b| b.bind("bias")),
+        modulation.as_ref().map_or(dummy, |m| m.table.bind("modulation")),
+        y.bind("y"),
+    ];
+    let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    let groups = [rows.min(max_x).max(1) as u32, rows.div_ceil(max_x).max(1) as u32, 1];
+    let n = (rows * d) as f64;
+    gpu.dispatch(&Kernel::new(OP, &["layer_norm.wgsl"]), words(&params), &binds, groups, Cost::new(8.0 * n, 12.0 * n))?;
+    Ok(y)
+}
+
+/// A view of head segments inside the rows of a matrix: segment s of row r covers columns
+/// col_off + s * d .. + d. Used to normalise or rotate q and k inside fused qkv activations.
+#[derive(Clone, Copy, Debug)]
+pub struct Heads {
+    pub col_off: usize,
+    pub heads: usize,
+    pub d: usize,
+}
+
+impl Heads {
+    pub(crate) fn check(&self, op: &'static str, x: &Tensor) -> Result<()> {
+        expect_f32(op, "input", x)?;
+        if self.d == 0 || self.col_off + self.heads * self.d > x.cols() {
+            return shape_err(
+                op,
+                format!("{} heads of {} from column {} exceed rows of {}", self.heads, self.d, self.col_off, x.cols()),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// RMSNorm with a learned weight [d], in place on every head segment of `x`.
+pub fn rms_norm_heads(gpu: &Gpu, x: &Tensor, heads: Heads, weight: &Tensor, eps: f32) -> Result<()> {
+    const OP: &str = "rms_norm";
+    heads.check(OP, x)?;
+    expect_f32(OP, "weight", weight)?;
+    if weight.shape() != [heads.d] {
+        return shape_err(OP, format!("weight {:?} must be [{}]", weight.shape(), heads.d));
+    }
+    let rows = x.rows();
+    let n = rows * heads.heads;
+    let params = [
+        rows as u32,
+        heads.heads as u32,
+        heads.d as u32,
+        x.cols() as u32,
+        heads.col_off as u32,
+        eps.to_bits(),
+    ];
+    let work = (n * heads.d) as f64;
+    gpu.dispatch(
+        &Kernel::new(OP, &["common.wgsl", "rms_norm.wgsl"]),
+        words(&params),
+        &[weight.bind("weight"), x.bind("x")],
+        grid_flat(gpu, n),
+        Cost::new(4.0 * work, 12.0 * work),
+    )
+}
+
+/// GroupNorm over NCHW [B, C, H, W] with per-channel weight and bias, then `act`.
+pub fn group_norm(
+    gpu: &Gpu,
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+    act: Act,
+) -> Result<Tensor> {
+    const OP: &str = "group_norm";
+    expect_f32(OP, "input", x)?;
+    let [b, c, h, w] = x.shape() else {
+        return shape_err(OP, format!("input must be [B, C, H, W], got {:?}", x.shape()));
+    };
+    if groups == 0 || c % groups != 0 {
+        return Err(KernelError::Shape { op: OP, message: format!("{c} channels do not split into {groups} groups") });
+    }
+    for (what, t) in [("weight", weight), ("bias", bias)] {
+        expect_f32(OP, what, t)?;
+        if t.shape() != [*c] {
+            return shape_err(OP, format!("{what} {:?} must be [{c}]", t.shape()));
+        }
+    }
+    let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
+    let params = [*c as u32, groups as u32, (h * w) as u32, eps.to_bits(), act as u32];
+    let n = x.numel() as f64;
+    gpu.dispatch(
+        &Kernel::new(OP, &["common.wgsl", "group_norm.wgsl"]),
+        words(&params),
+        &[x.bind("x"), weight.bind("weight"), bias.bind("bias"), y.bind("y")],
+        [groups as u32, *b as u32, 1],
+        Cost::new(10.0 * n, 12.0 * n),
+    )?;
+    Ok(y)
+}

@@ -1,0 +1,207 @@
+//! Builds compute pipelines from the WGSL files in `shaders/` and caches them.
+//!
+//! A kernel is a list of shader files composed in order (a dtype snippet, then the kernel), plus
+//! override constants for variants (activation, tile sizes). Every composed source is parsed and
+//! validated by naga first, so a broken shader reports its own file and line.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::context::Gpu;
+use crate::error::{KernelError, Result};
+
+macro_rules! shader_table {
+    ($($file:literal),* $(,)?) => {
+        /// Every shader file, by name.
+        pub const SHADERS: &[(&str, &str)] = &[
+            $(($file, include_str!(concat!("../../shaders/", $file))),)*
+        ];
+    };
+}
+
+shader_table!(
+    "common.wgsl",
+    "dtype_f32.wgsl",
+    "dtype_f16.wgsl",
+    "dtype_f16_native.wgsl",
+    "dtype_bf16.wgsl",
+    "linear.wgsl",
+    "linear_scalar.wgsl",
+    "attention.wgsl",
+    "layer_norm.wgsl",
+    "rms_norm.wgsl",
+    "group_norm.wgsl",
+    "modulate.wgsl",
+    "gated_residual.wgsl",
+    "activation.wgsl",
+    "binary.wgsl",
+    "conv2d.wgsl",
+    "upsample.wgsl",
+    "rope.wgsl",
+    "euler.wgsl",
+    "cfg.wgsl",
+    "squared_error.wgsl",
+    "patchify.wgsl",
+    "concat.wgsl",
+    "crop_grid.wgsl",
+    "cast.wgsl",
+);
+
+/// The text of one shader file.
+pub fn shader_source(file: &str) -> Option<&'static str> {
+    SHADERS.iter().find(|(f, _)| *f == file).map(|(_, s)| *s)
+}
+
+/// What to build: files composed in order, override constants, and whether runtime bounds
+/// checks may be dropped (only where the Rust wrapper has checked every index range).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    /// Name shown by the profiler.
+    pub name: &'static str,
+    pub parts: Vec<&'static str>,
+    pub constants: Vec<(&'static str, u32)>,
+    pub trusted: bool,
+}
+
+impl Kernel {
+    pub fn new(name: &'static str, parts: &[&'static str]) -> Kernel {
+        Kernel { name, parts: parts.to_vec(), constants: Vec::new(), trusted: false }
+    }
+
+    pub fn constant(mut self, name: &'static str, value: u32) -> Kernel {
+        self.constants.push((name, value));
+        self
+    }
+
+    pub fn trusted(mut self) -> Kernel {
+        self.trusted = true;
+        self
+    }
+}
+
+/// A composed source and where each file's lines start in it.
+pub struct Composed {
+    pub text: String,
+    spans: Vec<(usize, &'static str)>,
+}
+
+impl Composed {
+    /// Map a 1-based line of the composed text back to (file, line in file).
+    pub fn locate(&self, line: usize) -> (String, usize) {
+        let mut found = ("<composed>", line);
+        for &(start, file) in &self.spans {
+            if line >= start {
+                found = (file, line - start + 1);
+            }
+        }
+        (found.0.to_string(), found.1)
+    }
+}
+
+/// Concatenate shader files; `enable` directives are hoisted to the top as WGSL requires.
+pub fn compose(parts: &[&'static str]) -> Result<Composed> {
+    let sources = parts
+        .iter()
+        .map(|&file| {
+            let text = shader_source(file).ok_or_else(|| KernelError::Shader {
+                file: file.to_string(),
+                line: 0,
+                message: "no such shader file".into(),
+            })?;
+            Ok((file, text))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(compose_sources(&sources))
+}
+
+/// Concatenate named sources (see [`compose`]).
+pub fn compose_sources(sources: &[(&'static str, &str)]) -> Composed {
+    let mut directives = String::new();
+    let mut body = String::new();
+    let mut spans = Vec::new();
+    for &(file, src) in sources {
+        spans.push((body.lines().count() + 1, file));
+        for line in src.lines() {
+            if line.trim_start().starts_with("enable ") {
+                directives.push_str(line);
+                directives.push('\n');
+                body.push_str("// (enable directive hoisted)\n");
+            } else {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+    }
+    // Directives shift every line by their count; account for it in the spans.
+    let shift = directives.lines().count();
+    let spans = spans.into_iter().map(|(s, f)| (s + shift, f)).collect();
+    Composed { text: directives + &body, spans }
+}
+
+/// Parse and validate a composed source with naga; errors name the file and line.
+pub fn validate(composed: &Composed) -> Result<naga::Module> {
+    let module = naga::front::wgsl::parse_str(&composed.text).map_err(|e| {
+        let line = e.location(&composed.text).map(|l| l.line_number as usize).unwrap_or(0);
+        let (file, line) = composed.locate(line);
+        KernelError::Shader { file, line, message: e.message().to_string() }
+    })?;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .map_err(|e| {
+            let line = e.location(&composed.text).map(|l| l.line_number as usize).unwrap_or(0);
+            let (file, line) = composed.locate(line);
+            KernelError::Shader { file, line, message: format!("{}", e.as_inner()) }
+        })?;
+    Ok(module)
+}
+
+#[derive(Default)]
+pub(crate) struct Pipelines {
+    cache: RefCell<HashMap<Kernel, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl Pipelines {
+    pub(crate) fn get(&self, gpu: &Gpu, kernel: &Kernel) -> Result<Arc<wgpu::ComputePipeline>> {
+        if let Some(p) = self.cache.borrow().get(kernel) {
+            return Ok(p.clone());
+        }
+        let composed = compose(&kernel.parts)?;
+        validate(&composed)?;
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(kernel.name),
+            source: wgpu::ShaderSource::Wgsl(Cow::Owned(composed.text.clone())),
+        };
+        let module = if kernel.trusted {
+            // SAFETY: the op wrappers check every operand's extent against the indices the
+            // kernel computes before dispatching (see each op's shape checks).
+            unsafe { gpu.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+        } else {
+            gpu.device.create_shader_module(desc)
+        };
+        let constants: Vec<(&str, f64)> = kernel.constants.iter().map(|&(n, v)| (n, f64::from(v))).collect();
+        let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.name),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(KernelError::Shader {
+                file: kernel.parts.last().copied().unwrap_or("?").to_string(),
+                line: 0,
+                message: format!("pipeline creation failed for {}: {e}", kernel.name),
+            });
+        }
+        let pipeline = Arc::new(pipeline);
+        self.cache.borrow_mut().insert(kernel.clone(), pipeline.clone());
+        Ok(pipeline)
+    }
+}

@@ -1,0 +1,423 @@
+//! Every op against its CPU reference on fresh random inputs, on every adapter present
+//! (lavapipe Vulkan with f16, llvmpipe GL without), with outputs poisoned by NaN first.
+//! Sizes are awkward on purpose: not multiples of any tile, length 1, batch > 1.
+//! Set NOISESHIFT_TEST_SEED to replay a failure; the seed in use is printed.
+
+use noiseshift_kernels::ops::attention::{KvSource, QuerySource};
+use noiseshift_kernels::ops::conv::ConvGeometry;
+use noiseshift_kernels::ops::layout::PatchOrder;
+use noiseshift_kernels::ops::norm::{Heads, Modulation};
+use noiseshift_kernels::ops::{self, Act};
+use noiseshift_kernels::reference as cpu;
+use noiseshift_kernels::{DType, Gpu, GpuOptions, KernelError, Tensor, list_adapters};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// One context per adapter, poisoning new tensors.
+fn gpus() -> Vec<Gpu> {
+    let adapters = list_adapters();
+    assert!(!adapters.is_empty(), "tests need a wgpu adapter (install mesa-vulkan-drivers)");
+    adapters
+        .iter()
+        .map(|a| {
+            let gpu = Gpu::new(&GpuOptions { device: Some(a.index.to_string()), ..Default::default() }).unwrap();
+            gpu.set_poison(true);
+            gpu
+        })
+        .collect()
+}
+
+fn rng(test: &str) -> StdRng {
+    let seed = std::env::var("NOISESHIFT_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    println!("{test}: NOISESHIFT_TEST_SEED={seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+fn randn(r: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| (r.random::<f32>() * 2.0 - 1.0) * scale * 1.7).collect()
+}
+
+/// ||a - b|| / ||b||, and an assertion that it is below `tol` with no NaN anywhere.
+fn assert_close(what: &str, gpu: &Gpu, got: &[f32], want: &[f32], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    assert!(got.iter().all(|v| v.is_finite()), "{what} on {}: non-finite output (unwritten element?)", gpu.adapter.label());
+    let num: f64 = got.iter().zip(want).map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2)).sum();
+    let den: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum::<f64>().max(1e-30);
+    let err = (num / den).sqrt();
+    println!("{what} on {}: relative error {err:.2e}", gpu.adapter.label());
+    assert!(err <= tol, "{what} on {}: relative error {err:.2e} > {tol:.0e}", gpu.adapter.label());
+}
+
+/// Store values in `dtype` (rounding them) and return the rounded values as the reference sees them.
+fn weight(gpu: &Gpu, shape: &[usize], values: &[f32], dtype: DType) -> (Tensor, Vec<f32>) {
+    let bytes: Vec<u8> = match dtype {
+        DType::F32 => bytemuck::cast_slice(values).to_vec(),
+        DType::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+        DType::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+    };
+    let rounded = dtype.to_f32(&bytes);
+    (Tensor::from_raw(gpu, shape, dtype, &bytes).unwrap(), rounded)
+}
+
+const F32_TOL: f64 = 2e-6;
+
+#[test]
+fn linear_all_dtypes_and_awkward_shapes() {
+    let mut r = rng("linear");
+    for gpu in gpus() {
+        // (m, n, k): tails in m and n, k = 4 (one vec4), k not a multiple of 4 (scalar kernel).
+        for &(m, n, k) in &[(1, 1, 4), (37, 29, 68), (70, 67, 4), (5, 3, 7), (130, 9, 33)] {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                for (act, with_bias) in [(Act::None, true), (Act::GeluTanh, false), (Act::Silu, true)] {
+                    let x = randn(&mut r, m * k, 1.0);
+                    let (w, wr) = weight(&gpu, &[n, k], &randn(&mut r, n * k, 0.5), dtype);
+                    let b = randn(&mut r, n, 0.5);
+                    let xt = Tensor::from_f32(&gpu, &[m, k], &x).unwrap();
+                    let bt = Tensor::from_f32(&gpu, &[n], &b).unwrap();
+                    let y = ops::matmul::linear(&gpu, &xt, &w, with_bias.then_some(&bt), act).unwrap();
+                    let want = cpu::linear(&x, &wr, with_bias.then_some(&b[..]), m, n, k, act);
+                    let what = format!("linear {m}x{n}x{k} {dtype} {act:?}");
+                    assert_close(&what, &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_splits_work_past_the_binding_limit() {
+    let mut r = rng("linear_split");
+    for a in list_adapters() {
+        // 4 KiB bindings: x (300 x 64 f32 = 75 KiB), y (47 KiB) and W (40 x 64 f16 = 5 KiB) must be split.
+        let gpu = Gpu::new(&GpuOptions {
+            device: Some(a.index.to_string()),
+            max_binding_bytes: Some(4096),
+            ..Default::default()
+        })
+        .unwrap();
+        gpu.set_poison(true);
+        let (m, n, k) = (300, 40, 64);
+        let x = randn(&mut r, m * k, 1.0);
+        let (w, wr) = weight(&gpu, &[n, k], &randn(&mut r, n * k, 0.5), DType::F16);
+        let b = randn(&mut r, n, 0.5);
+        let xt = Tensor::from_f32(&gpu, &[m, k], &x).unwrap();
+        let bt = Tensor::from_f32(&gpu, &[n], &b).unwrap();
+        let y = ops::matmul::linear(&gpu, &xt, &w, Some(&bt), Act::None).unwrap();
+        assert_close("split linear", &gpu, &y.to_vec(&gpu).unwrap(), &cpu::linear(&x, &wr, Some(&b), m, n, k, Act::None), F32_TOL);
+        // An op that cannot split refuses with the limit named, instead of truncating.
+        let err = ops::activation::activation(&gpu, &xt, Act::Silu).map(|_| ());
+        assert!(err.is_ok(), "flat ops split too: {err:?}");
+        let err = ops::norm::layer_norm(&gpu, &xt, None, None, None, 1e-6).unwrap_err();
+        assert!(matches!(err, KernelError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("max_storage_buffer_binding_size"), "{err}");
+    }
+}
+
+#[test]
+fn linear_rejects_mismatched_operands() {
+    let gpu = &gpus()[0];
+    let x = Tensor::from_f32(gpu, &[3, 8], &[0.0; 24]).unwrap();
+    let (w, _) = weight(gpu, &[5, 7], &[0.0; 35], DType::F32);
+    let err = ops::matmul::linear(gpu, &x, &w, None, Act::None).unwrap_err();
+    assert!(err.to_string().contains("K = 7"), "{err}");
+    let (w, _) = weight(gpu, &[5, 8], &[0.0; 40], DType::F32);
+    let bad_bias = Tensor::from_f32(gpu, &[4], &[0.0; 4]).unwrap();
+    let err = ops::matmul::linear(gpu, &x, &w, Some(&bad_bias), Act::None).unwrap_err();
+    assert!(err.to_string().contains("bias"), "{err}");
+}
+
+#[test]
+fn activations() {
+    let mut r = rng("activations");
+    for gpu in gpus() {
+        let x = randn(&mut r, 1001, 6.0);
+        let xt = Tensor::from_f32(&gpu, &[7, 143], &x).unwrap();
+        for act in [Act::GeluTanh, Act::GeluErf, Act::QuickGelu, Act::Silu] {
+            let y = ops::activation::activation(&gpu, &xt, act).unwrap();
+            let want: Vec<f32> = x.iter().map(|&v| cpu::activate(f64::from(v), act) as f32).collect();
+            assert_close(&format!("{act:?}"), &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
+        }
+    }
+}
+
+#[test]
+fn attention_one_and_two_sources() {
+    let mut r = rng("attention");
+    for gpu in gpus() {
+        for &(batch, heads, d, lq, l1, l2) in &[(1, 1, 4, 1, 1, 0), (2, 3, 16, 37, 29, 11), (1, 2, 64, 65, 70, 3), (2, 1, 128, 5, 9, 0)] {
+            let width = heads * d;
+            // q from a fused qkv of stream 1 (stride 3w), k/v from the same and from a second stream.
+            let s1 = randn(&mut r, batch * lq * 3 * width, 1.0);
+            let s2 = randn(&mut r, batch * l2 * 3 * width, 1.0);
+            let s1_t = Tensor::from_f32(&gpu, &[batch * lq, 3 * width], &s1).unwrap();
+            let s2_t = Tensor::from_f32(&gpu, &[batch * l2.max(1), 3 * width], &if l2 == 0 { vec![0.0; batch * 3 * width] } else { s2.clone() }).unwrap();
+            // The first key source is its own tensor (different length from the queries).
+            let kv1 = randn(&mut r, batch * l1 * 2 * width, 1.0);
+            let kv1_t = Tensor::from_f32(&gpu, &[batch * l1, 2 * width], &kv1).unwrap();
+            let scale = 1.0 / (d as f32).sqrt();
+            let mut sources = vec![KvSource { tensor: &kv1_t, len: l1, k_off: 0, v_off: width }];
+            if l2 > 0 {
+                sources.push(KvSource { tensor: &s2_t, len: l2, k_off: width, v_off: 2 * width });
+            }
+            let out = ops::attention::attention(&gpu, QuerySource { tensor: &s1_t, len: lq, off: 0 }, &sources, batch, heads, d, scale).unwrap();
+            let q = cpu::Rows { data: &s1, len: lq, stride: 3 * width };
+            let k1 = cpu::Rows { data: &kv1, len: l1, stride: 2 * width };
+            let k2 = cpu::Rows { data: &s2, len: l2, stride: 3 * width };
+            let mut kv: Vec<(&cpu::Rows, usize, usize)> = vec![(&k1, 0, width)];
+            if l2 > 0 {
+                kv.push((&k2, width, 2 * width));
+            }
+            let want = cpu::attention(&q, 0, &kv, batch, heads, d, f64::from(scale));
+            let what = format!("attention b{batch} h{heads} d{d} lq{lq} l{l1}+{l2}");
+            assert_close(&what, &gpu, &out.to_vec(&gpu).unwrap(), &want, 5e-6);
+        }
+    }
+}
+
+#[test]
+fn attention_large_scores_stay_finite() {
+    // Scores near 1e3 overflow a naive exp; the online softmax must subtract its running max.
+    let gpu = &gpus()[0];
+    let mut r = rng("attention_large");
+    let (l, d) = (33, 8);
+    let q = randn(&mut r, l * d, 30.0);
+    let qt = Tensor::from_f32(gpu, &[l, d], &q).unwrap();
+    let kv = randn(&mut r, l * 2 * d, 30.0);
+    let kvt = Tensor::from_f32(gpu, &[l, 2 * d], &kv).unwrap();
+    let out = ops::attention::attention(gpu, QuerySource { tensor: &qt, len: l, off: 0 }, &[KvSource { tensor: &kvt, len: l, k_off: 0, v_off: d }], 1, 1, d, 1.0).unwrap();
+    let want = cpu::attention(&cpu::Rows { data: &q, len: l, stride: d }, 0, &[(&cpu::Rows { data: &kv, len: l, stride: 2 * d }, 0, d)], 1, 1, d, 1.0);
+    assert_close("attention large scores", gpu, &out.to_vec(gpu).unwrap(), &want, 1e-5);
+}
+
+#[test]
+fn layer_norm_variants_and_long_rows() {
+    let mut r = rng("layer_norm");
+    for gpu in gpus() {
+        let (b, tokens, d) = (2, 5, 77);
+        let x = randn(&mut r, b * tokens * d, 2.0);
+        let w = randn(&mut r, d, 1.0);
+        let bias = randn(&mut r, d, 1.0);
+        let table = randn(&mut r, b * 6 * d, 0.5);
+        let xt = Tensor::from_f32(&gpu, &[b, tokens, d], &x).unwrap();
+        let wt = Tensor::from_f32(&gpu, &[d], &w).unwrap();
+        let bt = Tensor::from_f32(&gpu, &[d], &bias).unwrap();
+        let tt = Tensor::from_f32(&gpu, &[b, 6 * d], &table).unwrap();
+        let plain = ops::norm::layer_norm(&gpu, &xt, None, None, None, 1e-6).unwrap();
+        assert_close("layer_norm", &gpu, &plain.to_vec(&gpu).unwrap(), &cpu::layer_norm(&x, d, None, None, None, 1e-6), F32_TOL);
+        let affine = ops::norm::layer_norm(&gpu, &xt, Some(&wt), Some(&bt), None, 1e-5).unwrap();
+        assert_close("layer_norm affine", &gpu, &affine.to_vec(&gpu).unwrap(), &cpu::layer_norm(&x, d, Some(&w), Some(&bias), None, 1e-5), F32_TOL);
+        let m = Modulation { table: &tt, tokens, shift: 3, scale: 4 };
+        let modulated = ops::norm::layer_norm(&gpu, &xt, None, None, Some(m), 1e-6).unwrap();
+        let want = cpu::layer_norm(&x, d, None, None, Some((&table, tokens, 6 * d, 3 * d, 4 * d)), 1e-6);
+        assert_close("layer_norm modulated", &gpu, &modulated.to_vec(&gpu).unwrap(), &want, F32_TOL);
+
+        // Rows of 1e5 elements with mean 1000 and std 1: one-pass variance would lose it all.
+        let n = 100_000;
+        let long: Vec<f32> = randn(&mut r, 2 * n, 1.0).iter().map(|v| v + 1000.0).collect();
+        let lt = Tensor::from_f32(&gpu, &[2, n], &long).unwrap();
+        let y = ops::norm::layer_norm(&gpu, &lt, None, None, None, 1e-6).unwrap();
+        assert_close("layer_norm 1e5 row, mean 1e3", &gpu, &y.to_vec(&gpu).unwrap(), &cpu::layer_norm(&long, n, None, None, None, 1e-6), 1e-6);
+    }
+}
+
+#[test]
+fn rms_norm_and_rope_on_head_segments() {
+    let mut r = rng("rms_rope");
+    for gpu in gpus() {
+        let (rows, heads, d) = (13, 3, 10);
+        let stride = 3 * heads * d + 2;
+        let x = randn(&mut r, rows * stride, 2.0);
+        let w = randn(&mut r, d, 1.0);
+        let view = Heads { col_off: heads * d, heads, d };
+        let xt = Tensor::from_f32(&gpu, &[rows, stride], &x).unwrap();
+        let wt = Tensor::from_f32(&gpu, &[d], &w).unwrap();
+        ops::norm::rms_norm_heads(&gpu, &xt, view, &wt, 1e-6).unwrap();
+        let want = cpu::rms_norm_heads(&x, stride, heads * d, heads, d, &w, 1e-6);
+        assert_close("rms_norm heads", &gpu, &xt.to_vec(&gpu).unwrap(), &want, F32_TOL);
+
+        // RoPE: 13 rows = 1 sample of 13 tokens, positions on three axes.
+        let positions: Vec<Vec<f64>> = (0..rows).map(|t| vec![0.0, (t / 4) as f64, (t % 4) as f64 + 100.0]).collect();
+        let (cos, sin) = ops::rope::rope_tables(&positions, &[2, 4, 4], 10000.0);
+        let ct = Tensor::from_f32(&gpu, &[rows, d / 2], &cos).unwrap();
+        let st = Tensor::from_f32(&gpu, &[rows, d / 2], &sin).unwrap();
+        let xt = Tensor::from_f32(&gpu, &[rows, stride], &x).unwrap();
+        ops::rope::rope(&gpu, &xt, view, &ct, &st).unwrap();
+        let want = cpu::rope(&x, stride, heads * d, heads, d, &cos, &sin);
+        assert_close("rope", &gpu, &xt.to_vec(&gpu).unwrap(), &want, F32_TOL);
+    }
+}
+
+#[test]
+fn group_norm_with_silu() {
+    let mut r = rng("group_norm");
+    for gpu in gpus() {
+        let (b, c, h, w, groups) = (2, 12, 5, 7, 4);
+        let x: Vec<f32> = randn(&mut r, b * c * h * w, 3.0).iter().map(|v| v + 50.0).collect();
+        let wt = randn(&mut r, c, 1.0);
+        let bt = randn(&mut r, c, 1.0);
+        let y = ops::norm::group_norm(
+            &gpu,
+            &Tensor::from_f32(&gpu, &[b, c, h, w], &x).unwrap(),
+            groups,
+            &Tensor::from_f32(&gpu, &[c], &wt).unwrap(),
+            &Tensor::from_f32(&gpu, &[c], &bt).unwrap(),
+            1e-6,
+            Act::Silu,
+        )
+        .unwrap();
+        let want = cpu::group_norm(&x, c, h * w, groups, &wt, &bt, 1e-6, Act::Silu);
+        assert_close("group_norm silu", &gpu, &y.to_vec(&gpu).unwrap(), &want, 5e-6);
+    }
+}
+
+#[test]
+fn modulate_and_gated_residual() {
+    let mut r = rng("modulate");
+    for gpu in gpus() {
+        let (b, tokens, d, chunks) = (3, 7, 45, 6);
+        let x = randn(&mut r, b * tokens * d, 1.0);
+        let y = randn(&mut r, b * tokens * d, 1.0);
+        let table = randn(&mut r, b * chunks * d, 1.0);
+        let xt = Tensor::from_f32(&gpu, &[b * tokens, d], &x).unwrap();
+        let yt = Tensor::from_f32(&gpu, &[b * tokens, d], &y).unwrap();
+        let tt = Tensor::from_f32(&gpu, &[b, chunks * d], &table).unwrap();
+        let out = ops::modulate::modulate(&gpu, &xt, Modulation { table: &tt, tokens, shift: 0, scale: 1 }).unwrap();
+        assert_close("modulate", &gpu, &out.to_vec(&gpu).unwrap(), &cpu::modulate(&x, d, tokens, &table, chunks * d, 0, d), F32_TOL);
+        ops::modulate::gated_residual(&gpu, &xt, &yt, &tt, tokens, 5).unwrap();
+        let want = cpu::gated_residual(&x, &y, d, tokens, &table, chunks * d, 5 * d);
+        assert_close("gated_residual", &gpu, &xt.to_vec(&gpu).unwrap(), &want, F32_TOL);
+        let err = ops::modulate::modulate(&gpu, &xt, Modulation { table: &tt, tokens, shift: 6, scale: 1 }).unwrap_err();
+        assert!(err.to_string().contains("outside the modulation row"), "{err}");
+    }
+}
+
+#[test]
+fn conv2d_geometries_and_dtypes() {
+    let mut r = rng("conv2d");
+    for gpu in gpus() {
+        // 3x3 pad 1, 1x1, 2x2 stride 2 (patch embed), 3x3 stride 2 padded right/bottom (VAE encoder).
+        let cases: [(usize, usize, usize, ConvGeometry); 4] = [
+            (3, 3, 5, ConvGeometry::same(1, 1)),
+            (1, 1, 6, ConvGeometry::same(1, 0)),
+            (2, 2, 3, ConvGeometry::same(2, 0)),
+            (3, 3, 7, ConvGeometry { stride: 2, pad: [0, 0, 1, 1] }),
+        ];
+        for (kh, kw, cout, g) in cases {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                let (b, cin, h, w) = (2, 3, 9, 8);
+                let x = randn(&mut r, b * cin * h * w, 1.0);
+                let (wt, wr) = weight(&gpu, &[cout, cin, kh, kw], &randn(&mut r, cout * cin * kh * kw, 0.5), dtype);
+                let bias = randn(&mut r, cout, 0.5);
+                let y = ops::conv::conv2d(
+                    &gpu,
+                    &Tensor::from_f32(&gpu, &[b, cin, h, w], &x).unwrap(),
+                    &wt,
+                    Some(&Tensor::from_f32(&gpu, &[cout], &bias).unwrap()),
+                    g,
+                )
+                .unwrap();
+                let (want, oh, ow) = cpu::conv2d(&x, &wr, Some(&bias), [b, cin, h, w], [cout, kh, kw], g.stride, g.pad);
+                assert_eq!(y.shape(), [b, cout, oh, ow]);
+                assert_close(&format!("conv {kh}x{kw} s{} {:?} {dtype}", g.stride, g.pad), &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
+            }
+        }
+    }
+}
+
+#[test]
+fn upsample_patchify_concat_crop() {
+    let mut r = rng("layout");
+    for gpu in gpus() {
+        let (b, c, h, w) = (2, 3, 6, 10);
+        let x = randn(&mut r, b * c * h * w, 1.0);
+        let xt = Tensor::from_f32(&gpu, &[b, c, h, w], &x).unwrap();
+        let up = ops::resample::upsample_nearest2x(&gpu, &xt).unwrap();
+        assert_close("upsample", &gpu, &up.to_vec(&gpu).unwrap(), &cpu::upsample_nearest2x(&x, h, w), 0.0);
+        for order in [PatchOrder::ChannelFirst, PatchOrder::ChannelLast] {
+            let t = ops::layout::patchify(&gpu, &xt, 2, order).unwrap();
+            assert_eq!(t.shape(), [b, 15, 12]);
+            assert_close(&format!("patchify {order:?}"), &gpu, &t.to_vec(&gpu).unwrap(), &cpu::patchify(&x, [b, c, h, w], 2, order), 0.0);
+            let back = ops::layout::unpatchify(&gpu, &t, c, h, w, 2, order).unwrap();
+            assert_close("unpatchify", &gpu, &back.to_vec(&gpu).unwrap(), &x, 0.0);
+        }
+        let a = randn(&mut r, 2 * 3 * 5, 1.0);
+        let bb = randn(&mut r, 2 * 4 * 5, 1.0);
+        let at = Tensor::from_f32(&gpu, &[2, 3, 5], &a).unwrap();
+        let bt = Tensor::from_f32(&gpu, &[2, 4, 5], &bb).unwrap();
+        let joined = ops::layout::concat_tokens(&gpu, &at, &bt).unwrap();
+        assert_close("concat", &gpu, &joined.to_vec(&gpu).unwrap(), &cpu::concat_tokens(&a, &bb, 2, 5), 0.0);
+        let (p, q) = ops::layout::split_tokens(&gpu, &joined, 3).unwrap();
+        assert_close("split first", &gpu, &p.to_vec(&gpu).unwrap(), &a, 0.0);
+        assert_close("split second", &gpu, &q.to_vec(&gpu).unwrap(), &bb, 0.0);
+        let grid = randn(&mut r, 7 * 7 * 3, 1.0);
+        let gt = Tensor::from_f32(&gpu, &[1, 49, 3], &grid).unwrap();
+        let crop = ops::layout::crop_grid(&gpu, &gt, 7, 2, 1, 3, 5).unwrap();
+        assert_close("crop_grid", &gpu, &crop.to_vec(&gpu).unwrap(), &cpu::crop_grid(&grid, 3, 7, 2, 1, 3, 5), 0.0);
+        assert!(ops::layout::crop_grid(&gpu, &gt, 7, 5, 0, 3, 5).is_err());
+        assert!(ops::layout::patchify(&gpu, &Tensor::from_f32(&gpu, &[1, 1, 3, 4], &[0.0; 12]).unwrap(), 2, PatchOrder::ChannelFirst).is_err());
+    }
+}
+
+#[test]
+fn euler_cfg_squared_error_and_elementwise() {
+    let mut r = rng("sampler_ops");
+    for gpu in gpus() {
+        let n = 2 * 16 * 5 * 3;
+        let x = randn(&mut r, n, 1.0);
+        let v = randn(&mut r, n, 1.0);
+        let xt = Tensor::from_f32(&gpu, &[2, 16, 5, 3], &x).unwrap();
+        let vt = Tensor::from_f32(&gpu, &[2, 16, 5, 3], &v).unwrap();
+        ops::euler::euler_step(&gpu, &xt, &vt, -0.137).unwrap();
+        let want: Vec<f32> = x.iter().zip(&v).map(|(a, b)| (f64::from(*a) - 0.137 * f64::from(*b)) as f32).collect();
+        assert_close("euler", &gpu, &xt.to_vec(&gpu).unwrap(), &want, F32_TOL);
+
+        let guided = ops::euler::cfg_combine(&gpu, &vt, 4.5).unwrap();
+        assert_eq!(guided.shape(), [1, 16, 5, 3]);
+        let half = n / 2;
+        let want: Vec<f32> = (0..half).map(|i| (f64::from(v[i]) + 4.5 * (f64::from(v[half + i]) - f64::from(v[i]))) as f32).collect();
+        assert_close("cfg", &gpu, &guided.to_vec(&gpu).unwrap(), &want, F32_TOL);
+
+        // 6 rows (3 candidates x 2 samples), targets repeat per sample; groups of 1 and of 2 rows.
+        let cols = 301;
+        let a = randn(&mut r, 6 * cols, 1.0);
+        let t = randn(&mut r, 2 * cols, 1.0);
+        let at = Tensor::from_f32(&gpu, &[6, cols], &a).unwrap();
+        let tt = Tensor::from_f32(&gpu, &[2, cols], &t).unwrap();
+        for group in [1, 2, 3] {
+            let got = ops::reduce::squared_error_groups(&gpu, &at, &tt, group).unwrap().to_vec(&gpu).unwrap();
+            let want: Vec<f32> = cpu::squared_error_groups(&a, &t, cols, group).iter().map(|&v| v as f32).collect();
+            assert_close(&format!("squared_error groups of {group}"), &gpu, &got, &want, F32_TOL);
+            let again = ops::reduce::squared_error_groups(&gpu, &at, &tt, group).unwrap().to_vec(&gpu).unwrap();
+            assert_eq!(got, again, "reduction is deterministic");
+        }
+        assert!(ops::reduce::squared_error_groups(&gpu, &at, &tt, 4).is_err());
+
+        let bias = randn(&mut r, 3, 1.0);
+        let bt = Tensor::from_f32(&gpu, &[3], &bias).unwrap();
+        let sum = ops::elementwise::add(&gpu, &vt, &bt).unwrap();
+        let want: Vec<f32> = v.iter().enumerate().map(|(i, a)| a + bias[i % 3]).collect();
+        assert_close("add broadcast", &gpu, &sum.to_vec(&gpu).unwrap(), &want, F32_TOL);
+        let prod = ops::elementwise::mul(&gpu, &vt, &bt).unwrap();
+        let want: Vec<f32> = v.iter().enumerate().map(|(i, a)| a * bias[i % 3]).collect();
+        assert_close("mul broadcast", &gpu, &prod.to_vec(&gpu).unwrap(), &want, F32_TOL);
+        for dtype in [DType::F16, DType::BF16] {
+            let (wt, wr) = weight(&gpu, &[7], &randn(&mut r, 7, 3.0), dtype);
+            let wide = ops::elementwise::to_f32(&gpu, &wt).unwrap();
+            assert_eq!(wide.dtype(), DType::F32);
+            assert_close(&format!("widen {dtype}"), &gpu, &wide.to_vec(&gpu).unwrap(), &wr, 0.0);
+        }
+    }
+}
+
+#[test]
+fn timestep_features_match_f64_formula() {
+    let f = ops::embed::timestep_features(&[999.123, 0.5], 8, 10000.0);
+    assert_eq!(f.len(), 16);
+    // Row 0, i = 1 of 4: freq = 10000^(-1/4) = 0.1.
+    let arg = 999.123f64 * 0.1;
+    assert!((f64::from(f[1]) - arg.cos()).abs() < 1e-7);
+    assert!((f64::from(f[5]) - arg.sin()).abs() < 1e-7);
+    assert!((f64::from(f[8]) - 0.5f64.cos()).abs() < 1e-7);
+}

@@ -1,0 +1,44 @@
+//! Every shader, composed with every weight-dtype snippet it may be built with, parses and
+//! validates under naga; a broken shader is reported with its own file and line.
+
+use noiseshift_kernels::KernelError;
+use noiseshift_kernels::pipelines::{SHADERS, compose, compose_sources, validate};
+
+const SNIPPETS: [&str; 4] = ["dtype_f32.wgsl", "dtype_f16.wgsl", "dtype_f16_native.wgsl", "dtype_bf16.wgsl"];
+
+#[test]
+fn every_shader_validates_with_every_dtype_snippet() {
+    let kernels: Vec<&'static str> = SHADERS
+        .iter()
+        .map(|(f, _)| *f)
+        .filter(|f| !f.starts_with("dtype_") && *f != "common.wgsl")
+        .collect();
+    assert!(kernels.len() >= 20, "shader table lists {} kernels", kernels.len());
+    for kernel in kernels {
+        let text = SHADERS.iter().find(|(f, _)| *f == kernel).unwrap().1;
+        // Kernels that read weights through `WPack` are built with a dtype snippet.
+        let variants: Vec<Vec<&'static str>> = if text.contains("array<WPack>") {
+            SNIPPETS.iter().map(|s| vec![*s, "common.wgsl", kernel]).collect()
+        } else {
+            vec![vec!["common.wgsl", kernel]]
+        };
+        for parts in variants {
+            if let Err(e) = validate(&compose(&parts).unwrap()) {
+                panic!("{parts:?}: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn errors_name_the_file_and_line() {
+    let broken = "fn ok() {}\n\nfn bad() -> f32 {\n    return undefined_name;\n}\n";
+    let composed = compose_sources(&[("dtype_f16_native.wgsl", "enable f16;\nalias WPack = vec4<f16>;\n"), ("broken.wgsl", broken)]);
+    match validate(&composed) {
+        Err(KernelError::Shader { file, line, message }) => {
+            assert_eq!(file, "broken.wgsl", "{message}");
+            assert_eq!(line, 4, "{message}");
+        }
+        other => panic!("expected a shader error, got {other:?}"),
+    }
+}

@@ -1,0 +1,49 @@
+// Sum of squared differences per group of rows: out[g] = sum over rows r of group g and all
+// columns of (a[r, c] - b[r mod rows_b, c])^2. b repeats over a's rows, so one target per
+// sample serves every candidate. One workgroup per group; fixed summation order, so the
+// result is deterministic.
+
+struct Params {
+    group_rows: u32,
+    cols: u32,
+    rows_b: u32,
+    groups: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 256u;
+var<workgroup> partial: array<f32, WG>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let g = wid.x + wid.y * ng.x;
+    if (g >= p.groups) {
+        return;
+    }
+    var s = 0.0;
+    for (var r = 0u; r < p.group_rows; r++) {
+        let row = g * p.group_rows + r;
+        let ab = row * p.cols;
+        let bb = (row % p.rows_b) * p.cols;
+        for (var c = lid; c < p.cols; c += WG) {
+            let d = a[ab + c] - b[bb + c];
+            s += d * d;
+        }
+    }
+    partial[lid] = s;
+    workgroupBarrier();
+    for (var step = WG / 2u; step > 0u; step >>= 1u) {
+        if (lid < step) {
+            partial[lid] += partial[lid + step];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        out[g] = partial[0];
+    }
+}
