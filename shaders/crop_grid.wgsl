@@ -1,17 +1,18 @@
-// Crop rows laid out on an M x M grid (a stored position embedding [M*M, D]) to an h x w window
-// at (top, left): out[i * w + j] = src[(top + i) * M + left + j].
+// Crop rows laid out on an M x M grid (a stored position embedding [M*M, D], in its stored
+// dtype through the dtype snippet) to an h x w window at (top, left), widened to f32:
+// out[i * w + j] = src[(top + i) * M + left + j]. The binding may start part-way into the
+// tensor; `first` is the element index of its first crop row relative to the binding.
 
 struct Params {
     n: u32,
     d: u32,
     grid: u32,
     w: u32,
-    top: u32,
-    left: u32,
+    first: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<WPack>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
 @compute @workgroup_size(256)
@@ -21,6 +22,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let row = e / p.d;
-    let src_row = (p.top + row / p.w) * p.grid + p.left + row % p.w;
-    dst[e] = src[src_row * p.d + e % p.d];
+    let src_row = (row / p.w) * p.grid + row % p.w;
+    dst[e] = w_at(p.first + src_row * p.d + e % p.d);
 }

@@ -130,21 +130,34 @@ impl Tensor {
 
     /// A weight uploaded once from its stored little-endian bytes, in its own exact-size buffer.
     pub fn from_raw(gpu: &Gpu, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
+        Tensor::from_raw_parts(gpu, shape, dtype, &[bytes])
+    }
+
+    /// A weight whose stored bytes come in consecutive parts (q, k and v projections fused
+    /// into one matrix), each written straight into its place in the device buffer.
+    pub fn from_raw_parts(gpu: &Gpu, shape: &[usize], dtype: DType, parts: &[&[u8]]) -> Result<Tensor> {
         let numel: usize = shape.iter().product();
-        if numel * dtype.size() != bytes.len() {
+        let given: usize = parts.iter().map(|p| p.len()).sum();
+        if numel * dtype.size() != given {
             return Err(KernelError::Shape {
                 op: "upload",
-                message: format!(
-                    "shape {shape:?} {dtype} needs {} bytes but {} were given",
-                    numel * dtype.size(),
-                    bytes.len()
-                ),
+                message: format!("shape {shape:?} {dtype} needs {} bytes but {given} were given", numel * dtype.size()),
             });
         }
         let size = data_bytes(numel, dtype).next_multiple_of(16).max(16);
         let buffer = gpu.create_buffer("weight", size, POOLED_USAGE)?;
         gpu.pool.note_new(size);
-        gpu.upload(&buffer, 0, bytes);
+        let mut offset = 0u64;
+        for part in parts {
+            if offset % 4 != 0 {
+                return Err(KernelError::Shape {
+                    op: "upload",
+                    message: format!("part at byte {offset} of a {dtype} weight is not 4-byte aligned"),
+                });
+            }
+            gpu.upload(&buffer, offset, part);
+            offset += part.len() as u64;
+        }
         Ok(Tensor {
             storage: Rc::new(Storage { buffer: Some(buffer), bytes: size, pool: None, stats: gpu.pool.clone() }),
             shape: shape.to_vec(),

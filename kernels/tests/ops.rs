@@ -351,10 +351,13 @@ fn upsample_patchify_concat_crop() {
         let (p, q) = ops::layout::split_tokens(&gpu, &joined, 3).unwrap();
         assert_close("split first", &gpu, &p.to_vec(&gpu).unwrap(), &a, 0.0);
         assert_close("split second", &gpu, &q.to_vec(&gpu).unwrap(), &bb, 0.0);
-        let grid = randn(&mut r, 7 * 7 * 3, 1.0);
-        let gt = Tensor::from_f32(&gpu, &[1, 49, 3], &grid).unwrap();
-        let crop = ops::layout::crop_grid(&gpu, &gt, 7, 2, 1, 3, 5).unwrap();
-        assert_close("crop_grid", &gpu, &crop.to_vec(&gpu).unwrap(), &cpu::crop_grid(&grid, 3, 7, 2, 1, 3, 5), 0.0);
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            // D = 70 so crop rows start at offsets that are not binding-aligned.
+            let (gt, grid) = weight(&gpu, &[1, 49, 70], &randn(&mut r, 49 * 70, 1.0), dtype);
+            let crop = ops::layout::crop_grid(&gpu, &gt, 7, 2, 1, 3, 5).unwrap();
+            assert_close(&format!("crop_grid {dtype}"), &gpu, &crop.to_vec(&gpu).unwrap(), &cpu::crop_grid(&grid, 70, 7, 2, 1, 3, 5), 0.0);
+        }
+        let gt = Tensor::from_f32(&gpu, &[49, 3], &[0.0; 147]).unwrap();
         assert!(ops::layout::crop_grid(&gpu, &gt, 7, 5, 0, 3, 5).is_err());
         assert!(ops::layout::patchify(&gpu, &Tensor::from_f32(&gpu, &[1, 1, 3, 4], &[0.0; 12]).unwrap(), 2, PatchOrder::ChannelFirst).is_err());
     }

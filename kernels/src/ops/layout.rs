@@ -3,7 +3,7 @@
 
 use crate::context::Gpu;
 use crate::error::{Result, shape_err};
-use crate::ops::{expect_f32, grid_flat, words};
+use crate::ops::{expect_f32, grid_flat, weight_snippet, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::{DType, Tensor};
@@ -124,23 +124,47 @@ pub fn split_tokens(gpu: &Gpu, x: &Tensor, l1: usize) -> Result<(Tensor, Tensor)
     Ok((first, second))
 }
 
-/// Rows of `src` [.., grid*grid, D] (row-major on a grid x grid square) cropped to the h x w
-/// window at (top, left): [h*w, D].
+/// Rows of `src` [.., grid*grid, D] (row-major on a grid x grid square, any stored dtype)
+/// cropped to the h x w window at (top, left), as f32 [h*w, D]. Only the rows the window spans
+/// are bound, so a position table larger than one binding still works.
 pub fn crop_grid(gpu: &Gpu, src: &Tensor, grid: usize, top: usize, left: usize, h: usize, w: usize) -> Result<Tensor> {
     const OP: &str = "crop_grid";
-    expect_f32(OP, "input", src)?;
     let d = src.cols();
-    if src.rows() != grid * grid || top + h > grid || left + w > grid {
+    if src.rows() != grid * grid || top + h > grid || left + w > grid || h == 0 || w == 0 {
         return shape_err(OP, format!("{h}x{w} at ({top}, {left}) does not fit a {grid}x{grid} grid of {:?}", src.shape()));
     }
     let out = Tensor::empty(gpu, &[h * w, d], DType::F32)?;
     let n = out.numel();
+    let esize = src.dtype().size() as u64;
+    let first_elem = ((top * grid + left) * d) as u64;
+    let last_elem = (((top + h - 1) * grid + left + w) * d) as u64;
+    let align = u64::from(gpu.limits.min_storage_buffer_offset_alignment);
+    let start = (first_elem * esize) / align * align;
+    let size = (last_elem * esize - start).next_multiple_of(16);
+    let bind = src.bind_range("position table", start, size.min(src.byte_len().next_multiple_of(16) - start));
     gpu.dispatch(
-        &Kernel::new(OP, &["common.wgsl", "crop_grid.wgsl"]),
-        words(&[n as u32, d as u32, grid as u32, w as u32, top as u32, left as u32]),
-        &[src.bind("src"), out.bind("out")],
+        &Kernel::new(OP, &[weight_snippet(gpu, src.dtype()), "common.wgsl", "crop_grid.wgsl"]),
+        words(&[n as u32, d as u32, grid as u32, w as u32, (first_elem - start / esize) as u32]),
+        &[bind, out.bind("out")],
         grid_flat(gpu, n),
-        Cost::new(0.0, 8.0 * n as f64),
+        Cost::new(0.0, (4 + esize as usize) as f64 * n as f64),
     )?;
+    Ok(out)
+}
+
+/// Stack a [B1, ...] and b [B2, ...] along the first dimension (two buffer copies).
+pub fn concat_batch(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    const OP: &str = "concat_batch";
+    expect_f32(OP, "a", a)?;
+    expect_f32(OP, "b", b)?;
+    if a.shape().is_empty() || a.shape()[1..] != b.shape()[1..] {
+        return shape_err(OP, format!("{:?} and {:?} differ beyond the batch dimension", a.shape(), b.shape()));
+    }
+    let mut shape = a.shape().to_vec();
+    shape[0] += b.shape()[0];
+    let out = Tensor::empty(gpu, &shape, DType::F32)?;
+    let a_bytes = (a.numel() * 4) as u64;
+    gpu.copy(a.buffer(), 0, out.buffer(), 0, a_bytes);
+    gpu.copy(b.buffer(), 0, out.buffer(), a_bytes, (b.numel() * 4) as u64);
     Ok(out)
 }

@@ -1,0 +1,11 @@
+//! noiseshift: flow-matching text-to-image models (SD3, SD3.5) on any GPU through wgpu, made
+//! good at low resolution with NoiseShift calibration (arXiv 2510.02307).
+
+pub mod error;
+pub mod models;
+pub mod sampler;
+pub mod schedule;
+pub mod tensor_file;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,69 @@
+//! A linear layer's uploaded weights: the matrix in its stored dtype, the bias widened to f32.
+
+use noiseshift_kernels::ops::{self, Act};
+use noiseshift_kernels::{Gpu, Tensor};
+
+use crate::error::Result;
+use crate::weights::WeightSet;
+
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// `name.weight` [out, in] (checked) and `name.bias` [out] when present.
+    pub fn load(gpu: &Gpu, w: &WeightSet, name: &str, out: usize, inp: usize) -> Result<Linear> {
+        Linear::load_fused(gpu, w, &[name], &[out], inp)
+    }
+
+    /// Several layers with the same input stacked into one matrix (q, k, v -> qkv): each part's
+    /// rows are written straight into place, so there is still a single upload per weight.
+    pub fn load_fused(gpu: &Gpu, w: &WeightSet, names: &[&str], outs: &[usize], inp: usize) -> Result<Linear> {
+        let weights = names
+            .iter()
+            .zip(outs)
+            .map(|(n, &o)| w.get_shaped(&format!("{n}.weight"), &[o, inp]))
+            .collect::<Result<Vec<_>>>()?;
+        let dtype = weights[0].dtype;
+        if let Some(odd) = weights.iter().find(|t| t.dtype != dtype) {
+            return crate::error::input(format!("tensor '{}' is {} while '{}' is {dtype}", odd.name, odd.dtype, weights[0].name));
+        }
+        let total: usize = outs.iter().sum();
+        let parts: Vec<&[u8]> = weights.iter().map(|t| t.bytes).collect();
+        let weight = Tensor::from_raw_parts(gpu, &[total, inp], dtype, &parts)
+            .map_err(|e| crate::error::Error::Input(format!("tensor '{}' in {}: {e}", weights[0].name, weights[0].path.display())))?;
+        let bias = if w.contains(&format!("{}.bias", names[0])) {
+            let biases = names
+                .iter()
+                .zip(outs)
+                .map(|(n, &o)| w.get_shaped(&format!("{n}.bias"), &[o]))
+                .collect::<Result<Vec<_>>>()?;
+            let parts: Vec<&[u8]> = biases.iter().map(|t| t.bytes).collect();
+            let raw = Tensor::from_raw_parts(gpu, &[total], biases[0].dtype, &parts)?;
+            Some(ops::elementwise::to_f32(gpu, &raw)?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// Wrap an uploaded matrix (used as a linear layer under another shape).
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Linear {
+        Linear { weight, bias }
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, act: Act) -> Result<Tensor> {
+        Ok(ops::matmul::linear(gpu, x, &self.weight, self.bias.as_ref(), act)?)
+    }
+}
+
+/// A vector weight (norm scale) uploaded in its stored dtype and widened to f32 on the device.
+pub fn load_vector(gpu: &Gpu, w: &WeightSet, name: &str, len: usize) -> Result<Tensor> {
+    let raw = w.get_shaped(name, &[len])?.upload(gpu)?;
+    Ok(ops::elementwise::to_f32(gpu, &raw)?)
+}

@@ -1,0 +1,6 @@
+//! Models, expressed as op calls on the kernel library.
+
+pub mod linear;
+pub mod mmdit;
+
+pub use linear::Linear;

@@ -1,0 +1,202 @@
+//! What a MODEL path holds: a diffusers pipeline folder (model_index.json + transformer/, vae/,
+//! text encoders, tokenizers, scheduler/), a bare transformer folder (config.json + one or
+//! sharded safetensors), or an original single-file checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result, input};
+use crate::weights::file::WeightSet;
+
+/// A part of a text-to-image pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Component {
+    Transformer,
+    Vae,
+    TextEncoder,
+    TextEncoder2,
+    TextEncoder3,
+    Tokenizer,
+    Tokenizer2,
+    Tokenizer3,
+    Scheduler,
+}
+
+impl Component {
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Transformer => "transformer",
+            Component::Vae => "vae",
+            Component::TextEncoder => "text_encoder",
+            Component::TextEncoder2 => "text_encoder_2",
+            Component::TextEncoder3 => "text_encoder_3",
+            Component::Tokenizer => "tokenizer",
+            Component::Tokenizer2 => "tokenizer_2",
+            Component::Tokenizer3 => "tokenizer_3",
+            Component::Scheduler => "scheduler",
+        }
+    }
+
+    const FOLDERS: [Component; 9] = [
+        Component::Transformer,
+        Component::Vae,
+        Component::TextEncoder,
+        Component::TextEncoder2,
+        Component::TextEncoder3,
+        Component::Tokenizer,
+        Component::Tokenizer2,
+        Component::Tokenizer3,
+        Component::Scheduler,
+    ];
+}
+
+/// How the files are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Pipeline,
+    TransformerFolder,
+    SingleFile,
+}
+
+/// A resolved MODEL argument.
+pub struct ModelPath {
+    pub path: PathBuf,
+    pub layout: Layout,
+    /// Safetensors files of the transformer (for a single file: that file).
+    pub transformer_files: Vec<PathBuf>,
+    /// The transformer's config.json, when there is one.
+    pub config: Option<serde_json::Value>,
+    /// `shift` from scheduler/scheduler_config.json, when there is one.
+    pub scheduler_shift: Option<f64>,
+    /// Folder components present (single files report theirs from the keys, see `components`).
+    folder_components: Vec<Component>,
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: invalid JSON: {e}", path.display())))
+}
+
+/// The safetensors files of a diffusers model folder: the shard index when present, else the
+/// single `diffusion_pytorch_model.safetensors` (or any one *.safetensors).
+fn folder_weights(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("diffusion_pytorch_model.safetensors.index.json");
+    if index.exists() {
+        let json = read_json(&index)?;
+        let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
+            Error::Input(format!("{}: no weight_map object", index.display()))
+        })?;
+        let mut files: Vec<PathBuf> = Vec::new();
+        for v in map.values() {
+            let name = v.as_str().ok_or_else(|| Error::Input(format!("{}: non-string shard name", index.display())))?;
+            let p = dir.join(name);
+            if !files.contains(&p) {
+                files.push(p);
+            }
+        }
+        for f in &files {
+            if !f.exists() {
+                return input(format!("shard {} listed in {} is missing", f.display(), index.display()));
+            }
+        }
+        files.sort();
+        return Ok(files);
+    }
+    let single = dir.join("diffusion_pytorch_model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let mut any: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::read(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    any.sort();
+    if any.is_empty() {
+        return input(format!("{}: no .safetensors weights found", dir.display()));
+    }
+    Ok(any)
+}
+
+impl ModelPath {
+    pub fn resolve(path: &Path) -> Result<ModelPath> {
+        if !path.exists() {
+            return input(format!("model path {} does not exist", path.display()));
+        }
+        if path.is_file() {
+            return Ok(ModelPath {
+                path: path.to_path_buf(),
+                layout: Layout::SingleFile,
+                transformer_files: vec![path.to_path_buf()],
+                config: None,
+                scheduler_shift: None,
+                folder_components: Vec::new(),
+            });
+        }
+        if path.join("model_index.json").exists() {
+            let tdir = path.join("transformer");
+            if !tdir.is_dir() {
+                return input(format!("{}: pipeline folder without a transformer/ folder", path.display()));
+            }
+            let config_path = tdir.join("config.json");
+            let config = if config_path.exists() { Some(read_json(&config_path)?) } else { None };
+            let sched = path.join("scheduler").join("scheduler_config.json");
+            let scheduler_shift = if sched.exists() { read_json(&sched)?.get("shift").and_then(|v| v.as_f64()) } else { None };
+            let folder_components = Component::FOLDERS.into_iter().filter(|c| path.join(c.name()).is_dir()).collect();
+            return Ok(ModelPath {
+                path: path.to_path_buf(),
+                layout: Layout::Pipeline,
+                transformer_files: folder_weights(&tdir)?,
+                config,
+                scheduler_shift,
+                folder_components,
+            });
+        }
+        if path.join("config.json").exists() {
+            return Ok(ModelPath {
+                path: path.to_path_buf(),
+                layout: Layout::TransformerFolder,
+                transformer_files: folder_weights(path)?,
+                config: Some(read_json(&path.join("config.json"))?),
+                scheduler_shift: None,
+                folder_components: vec![Component::Transformer],
+            });
+        }
+        input(format!(
+            "{}: not a model (expected a diffusers pipeline folder with model_index.json, a transformer folder \
+             with config.json, or a .safetensors checkpoint)",
+            path.display()
+        ))
+    }
+
+    /// The components this path holds; single files are judged by their key prefixes.
+    pub fn components(&self, weights: &WeightSet) -> Vec<Component> {
+        if self.layout != Layout::SingleFile {
+            return self.folder_components.clone();
+        }
+        let has = |prefix: &str| weights.names().any(|n| n.starts_with(prefix));
+        let mut out = vec![Component::Transformer];
+        if has("first_stage_model.") {
+            out.push(Component::Vae);
+        }
+        for (prefix, c) in [
+            ("text_encoders.clip_l.", Component::TextEncoder),
+            ("text_encoders.clip_g.", Component::TextEncoder2),
+            ("text_encoders.t5xxl.", Component::TextEncoder3),
+        ] {
+            if has(prefix) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// A short name for the model: the folder or file name without extension.
+    pub fn name(&self) -> String {
+        let path = self.path.canonicalize().unwrap_or_else(|_| self.path.clone());
+        let stem = if self.layout == Layout::SingleFile { path.file_stem() } else { path.file_name() };
+        stem.map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+    }
+}

@@ -1,0 +1,7 @@
+//! Model weights: memory-mapped safetensors files, model folder discovery, key layouts.
+
+pub mod discover;
+pub mod file;
+
+pub use discover::{Component, ModelPath};
+pub use file::{TensorRef, WeightSet};
