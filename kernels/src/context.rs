@@ -72,6 +72,8 @@ pub struct GpuOptions {
     pub device: Option<String>,
     /// Lower the storage-binding limit below the adapter's (tests of the split/refuse paths).
     pub max_binding_bytes: Option<u64>,
+    /// Lower the buffer-size limit below the adapter's (tests of the too-large paths).
+    pub max_buffer_bytes: Option<u64>,
     /// Ignore SHADER_F16 even where the adapter has it (tests of the f32 fallback).
     pub disable_f16: bool,
     /// Record per-dispatch timings from the start.
@@ -225,6 +227,10 @@ impl Gpu {
         let features = available & wanted;
         let mut limits = adapter.limits();
         if let Some(max) = options.max_binding_bytes {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(max);
+        }
+        if let Some(max) = options.max_buffer_bytes {
+            limits.max_buffer_size = limits.max_buffer_size.min(max);
             limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(max);
         }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {

@@ -1,6 +1,7 @@
 //! noiseshift-kernels: the GPU layer. Tensors, WGSL compute kernels with their CPU references,
 //! and a per-dispatch profiler. Knows nothing of models.
 
+pub mod ceilings;
 pub mod context;
 pub mod error;
 pub mod ops;
@@ -8,6 +9,7 @@ pub mod pipelines;
 mod pool;
 pub mod profile;
 pub mod reference;
+pub mod suite;
 pub mod tensor;
 
 pub use context::{AdapterReport, Caps, Gpu, GpuOptions, list_adapters};

@@ -47,6 +47,8 @@ shader_table!(
     "concat.wgsl",
     "crop_grid.wgsl",
     "cast.wgsl",
+    "peak_fma.wgsl",
+    "copy.wgsl",
 );
 
 /// The text of one shader file.

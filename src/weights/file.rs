@@ -32,6 +32,8 @@ struct Mapped {
 pub struct WeightSet {
     files: Vec<Mapped>,
     entries: HashMap<String, Entry>,
+    /// Tensors of dtypes we cannot use (integers, f64, fp8), with their file and dtype.
+    unsupported: HashMap<String, (usize, String)>,
 }
 
 /// One tensor: where it lives, its dtype and shape, and its stored bytes.
@@ -57,6 +59,7 @@ impl WeightSet {
     pub fn open(paths: &[PathBuf]) -> Result<WeightSet> {
         let mut files = Vec::new();
         let mut entries = HashMap::new();
+        let mut unsupported = HashMap::new();
         for path in paths {
             let file = File::open(path).map_err(|e| Error::read(path, e))?;
             // SAFETY: the mapping is read-only; a file truncated underneath us would fault, as
@@ -71,8 +74,11 @@ impl WeightSet {
             for (name, info) in meta.tensors() {
                 let (s, e) = info.data_offsets;
                 listing.insert(name.clone(), format!("{name} {:?} {:?} {s} {e}\n", info.dtype, info.shape));
-                // Non-float tensors (none in the models we load) are skipped, not refused.
-                let Some(dtype) = dtype_of(info.dtype) else { continue };
+                // Other dtypes are refused only if a model asks for the tensor.
+                let Some(dtype) = dtype_of(info.dtype) else {
+                    unsupported.insert(name, (index, format!("{:?}", info.dtype)));
+                    continue;
+                };
                 if entries.contains_key(&name) {
                     return input(format!("tensor '{name}' appears twice (again in {})", path.display()));
                 }
@@ -83,7 +89,7 @@ impl WeightSet {
             }
             files.push(Mapped { path: path.clone(), map, listing: listing.into_values().collect() });
         }
-        Ok(WeightSet { files, entries })
+        Ok(WeightSet { files, entries, unsupported })
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -97,6 +103,10 @@ impl WeightSet {
     /// The tensor `name`, or an error naming it and the files searched.
     pub fn get(&self, name: &str) -> Result<TensorRef<'_>> {
         let Some((key, e)) = self.entries.get_key_value(name) else {
+            if let Some((file, dtype)) = self.unsupported.get(name) {
+                let path = self.files[*file].path.display();
+                return input(format!("tensor '{name}' in {path} has dtype {dtype}; only f32, f16 and bf16 are supported"));
+            }
             let files: Vec<String> = self.files.iter().map(|f| f.path.display().to_string()).collect();
             return input(format!("missing tensor '{name}' in {}", files.join(", ")));
         };

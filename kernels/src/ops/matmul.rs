@@ -12,7 +12,7 @@ use crate::error::{KernelError, Result};
 use crate::ops::{Act, chunks, expect_f32, weight_snippet, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// Rows and columns each invocation of `linear.wgsl` owns (its TM, TN) times its workgroup size.
 const TILE_M: usize = 8 * 8;
@@ -70,7 +70,12 @@ pub fn linear_into(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act
     let col_chunks = chunks("linear weight rows", n, k as u64 * wsize, limit, align)?;
     let vec4 = k % 4 == 0;
     let kernel = if vec4 {
-        Kernel::new("linear", &[weight_snippet(gpu, w.dtype()), "common.wgsl", "linear.wgsl"]).trusted()
+        let name = match w.dtype() {
+            DType::F32 => "linear_f32",
+            DType::F16 => "linear_f16",
+            DType::BF16 => "linear_bf16",
+        };
+        Kernel::new(name, &[weight_snippet(gpu, w.dtype()), "common.wgsl", "linear.wgsl"]).trusted()
     } else {
         Kernel::new("linear_scalar", &[weight_snippet(gpu, w.dtype()), "common.wgsl", "linear_scalar.wgsl"])
     };

@@ -22,6 +22,10 @@ pub struct MmditConfig {
     pub pos_embed_max_size: usize,
     pub qk_norm: bool,
     pub dual_attention_layers: Vec<usize>,
+    /// Native latent size (training resolution / 8).
+    pub sample_size: usize,
+    /// "config.json" or "inferred from weights".
+    pub source: &'static str,
 }
 
 impl MmditConfig {
@@ -70,6 +74,8 @@ impl MmditConfig {
             pos_embed_max_size: get("pos_embed_max_size", Some(192))?,
             qk_norm,
             dual_attention_layers,
+            sample_size: get("sample_size", Some(128))?,
+            source: "config.json",
         };
         if let Some(c) = json.get("caption_projection_dim").and_then(|v| v.as_u64())
             && c as usize != cfg.hidden
@@ -120,6 +126,19 @@ impl MmditConfig {
             pos_embed_max_size: grid,
             qk_norm,
             dual_attention_layers,
+            sample_size: 128,
+            source: "inferred from weights",
         })
+    }
+
+    /// The configuration and key format of a transformer's weights: config.json when the
+    /// weights are in diffusers format and one was given, else inferred.
+    pub fn resolve(w: &WeightSet, json: Option<&serde_json::Value>) -> Result<(MmditConfig, KeyFormat)> {
+        let format = KeyFormat::detect(w)?;
+        let config = match (json, &format) {
+            (Some(json), KeyFormat::Diffusers { .. }) => MmditConfig::from_json(json)?,
+            _ => MmditConfig::infer(w, &format)?,
+        };
+        Ok((config, format))
     }
 }

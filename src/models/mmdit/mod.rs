@@ -89,11 +89,7 @@ fn load_qkv(gpu: &Gpu, w: &WeightSet, qkv: Qkv, d: usize) -> Result<Linear> {
 impl Mmdit {
     /// Upload the transformer; `config_json` is the diffusers config.json when there is one.
     pub fn load(gpu: &Gpu, w: &WeightSet, config_json: Option<&serde_json::Value>) -> Result<Mmdit> {
-        let format = KeyFormat::detect(w)?;
-        let config = match (config_json, &format) {
-            (Some(json), KeyFormat::Diffusers { .. }) => MmditConfig::from_json(json)?,
-            _ => MmditConfig::infer(w, &format)?,
-        };
+        let (config, format) = MmditConfig::resolve(w, config_json)?;
         let c = &config;
         let d = c.hidden;
         let patch_in = c.in_channels * c.patch * c.patch;

@@ -1,0 +1,231 @@
+//! `noiseshift generate`: the Euler sampler over an SD3/SD3.5 transformer, from given or seeded
+//! latents and given prompt embeddings, optionally with a NoiseShift calibration table.
+
+use std::path::{Path, PathBuf};
+
+use noiseshift_kernels::Gpu;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::cli::{open_gpu, profile};
+use crate::error::{Error, Result, input};
+use crate::models::mmdit::{Mmdit, TextConditioning};
+use crate::progress::Progress;
+use crate::sampler::{Plan, Prompts, sample};
+use crate::schedule::{DEFAULT_SHIFT, sd3_sigmas};
+use crate::tensor_file::{self, HostTensor};
+use crate::weights::{Component, ModelPath, WeightSet};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model: a diffusers pipeline folder, a transformer folder, or a single-file checkpoint.
+    #[arg(long, env = "NOISESHIFT_MODEL")]
+    model: Option<PathBuf>,
+    /// Text prompt (needs the model's text encoders; use --embeds until they are supported).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Negative prompt for guidance (needs the text encoders, like --prompt).
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    /// Prompt embeddings (safetensors: prompt_embeds [B, L, D], pooled_prompt_embeds [B, P], and
+    /// for guidance > 1 negative_prompt_embeds, negative_pooled_prompt_embeds). Batch 1 is shared
+    /// by every latent row.
+    #[arg(long)]
+    embeds: Option<PathBuf>,
+    /// Starting latents (safetensors: latents [B, C, h, w]); default: Gaussian noise from --seed.
+    #[arg(long, conflicts_with = "seed")]
+    latents: Option<PathBuf>,
+    /// Seed of the starting noise (our own generator: the same seed gives the same latents here,
+    /// not the same as PyTorch's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Image width in pixels (multiple of 16). Default: the latents' width, else the model's native size.
+    #[arg(long)]
+    width: Option<usize>,
+    /// Image height in pixels (multiple of 16). Default: the latents' height, else the model's native size.
+    #[arg(long)]
+    height: Option<usize>,
+    /// Sampling steps.
+    #[arg(long, default_value_t = 28)]
+    steps: usize,
+    /// Classifier-free guidance scale; <= 1 runs a single conditional pass.
+    #[arg(long, default_value_t = 7.0)]
+    guidance: f64,
+    /// Timestep shift. Default: the model's scheduler config, else 3.0.
+    #[arg(long)]
+    shift: Option<f64>,
+    /// Rows to sample when starting from --seed noise.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Write the final latents here (safetensors, key `latents`).
+    #[arg(long)]
+    output_latents: Option<PathBuf>,
+    /// Write the prompt embeddings computed from --prompt here.
+    #[arg(long)]
+    output_embeds: Option<PathBuf>,
+    /// Decode with the model's VAE and write a PNG.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the per-kernel time table of the run.
+    #[arg(long)]
+    profile: bool,
+    /// Write a Chrome trace (open in Perfetto) of every dispatch of the run.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+}
+
+/// Standard Gaussian values of `shape` from a seed.
+pub fn seeded_noise(seed: u64, shape: &[usize]) -> HostTensor {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let data = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    HostTensor::new(shape.to_vec(), data)
+}
+
+/// Width and height in pixels: both multiples of `multiple`.
+fn check_size(width: usize, height: usize, multiple: usize) -> Result<()> {
+    if width == 0 || height == 0 || width % multiple != 0 || height % multiple != 0 {
+        return input(format!("width and height must be positive multiples of {multiple} pixels, got {width}x{height}"));
+    }
+    Ok(())
+}
+
+/// The embeddings file's conditional and (when guidance needs them) unconditional parts,
+/// expanded to `batch` rows when the file holds one.
+fn load_prompts(gpu: &Gpu, path: &Path, batch: usize, guided: bool) -> Result<Prompts> {
+    let mut t = tensor_file::read(path)?;
+    let mut pair = |embeds: &str, pooled: &str| -> Result<TextConditioning> {
+        let e = tensor_file::take(&mut t, embeds, path)?;
+        let p = tensor_file::take(&mut t, pooled, path)?;
+        if e.shape.len() != 3 || p.shape.len() != 2 || e.shape[0] != p.shape[0] {
+            return input(format!("{}: {embeds} {:?} and {pooled} {:?} must be [B, L, D] and [B, P]", path.display(), e.shape, p.shape));
+        }
+        let rows = e.shape[0];
+        let index: Vec<usize> = match rows {
+            r if r == batch => (0..batch).collect(),
+            1 => vec![0; batch],
+            r => return input(format!("{}: {embeds} has batch {r}; expected {batch} (the latents' batch) or 1", path.display())),
+        };
+        Ok(TextConditioning { embeds: e.gather(&index).upload(gpu)?, pooled: p.gather(&index).upload(gpu)? })
+    };
+    let cond = pair("prompt_embeds", "pooled_prompt_embeds")?;
+    let uncond = if guided {
+        Some(pair("negative_prompt_embeds", "negative_pooled_prompt_embeds").map_err(|e| {
+            Error::Input(format!("guidance > 1 needs negative embeddings ({e}); add them or pass --guidance 1"))
+        })?)
+    } else {
+        None
+    };
+    Ok(Prompts { cond, uncond })
+}
+
+/// Refuse what needs components this model (or this version) does not have, naming them.
+fn check_components(args: &Args, components: &[Component]) -> Result<()> {
+    if args.prompt.is_some() || args.negative_prompt.is_some() || args.output_embeds.is_some() {
+        let missing: Vec<&str> = [Component::TextEncoder, Component::TextEncoder2, Component::TextEncoder3]
+            .iter()
+            .filter(|c| !components.contains(c))
+            .map(|c| c.name())
+            .collect();
+        if !missing.is_empty() {
+            return input(format!(
+                "--prompt needs the text encoders, and the model lacks {}; pass --embeds FILE instead",
+                missing.join(", ")
+            ));
+        }
+        return input("running the text encoders is not supported yet; pass --embeds FILE instead of --prompt");
+    }
+    if args.out.is_some() {
+        if !components.contains(&Component::Vae) {
+            return input("--out needs the model's VAE (component 'vae'), which it lacks; use --output-latents FILE");
+        }
+        return input("VAE decoding is not supported yet; use --output-latents FILE");
+    }
+    Ok(())
+}
+
+pub fn run(args: Args, device: Option<&str>) -> Result<()> {
+    let Some(model_path) = &args.model else {
+        return input("no model given: pass --model MODEL (or set NOISESHIFT_MODEL)");
+    };
+    let path = ModelPath::resolve(model_path)?;
+    let weights = WeightSet::open(&path.transformer_files)?;
+    check_components(&args, &path.components(&weights))?;
+    let Some(output) = &args.output_latents else {
+        return input("nothing to write: pass --output-latents FILE");
+    };
+    let Some(embeds_path) = &args.embeds else {
+        return input("no conditioning: pass --embeds FILE (prompt_embeds, pooled_prompt_embeds)");
+    };
+    if args.steps == 0 {
+        return input("--steps must be at least 1");
+    }
+    if args.batch == 0 {
+        return input("--batch must be at least 1");
+    }
+    let (config, _) = crate::models::mmdit::MmditConfig::resolve(&weights, path.config.as_ref())?;
+    let multiple = 8 * config.patch;
+
+    let latents = match &args.latents {
+        Some(p) => {
+            let l = tensor_file::take(&mut tensor_file::read(p)?, "latents", p)?;
+            let [_, _, h, w] = l.shape[..] else {
+                return input(format!("{}: latents {:?} must be [B, C, h, w]", p.display(), l.shape));
+            };
+            let (width, height) = (args.width.unwrap_or(8 * w), args.height.unwrap_or(8 * h));
+            if (width, height) != (8 * w, 8 * h) {
+                return input(format!(
+                    "--width/--height {width}x{height} do not match the latents' {}x{} pixels ({w}x{h} latents)",
+                    8 * w,
+                    8 * h
+                ));
+            }
+            check_size(width, height, multiple)?;
+            l
+        }
+        None => {
+            let native = 8 * config.sample_size;
+            let (width, height) = (args.width.unwrap_or(native), args.height.unwrap_or(native));
+            check_size(width, height, multiple)?;
+            seeded_noise(args.seed.unwrap_or(0), &[args.batch, config.in_channels, height / 8, width / 8])
+        }
+    };
+    let shift = args.shift.or(path.scheduler_shift).unwrap_or(DEFAULT_SHIFT);
+    if !(shift > 0.0 && shift.is_finite()) {
+        return input(format!("--shift must be a positive number, got {shift}"));
+    }
+    let sigmas = sd3_sigmas(args.steps, shift);
+    let levels = sigmas[..args.steps].to_vec();
+
+    let gpu = open_gpu(device, args.profile || args.trace.is_some())?;
+    let batch = latents.shape[0];
+    let guided = args.guidance > 1.0;
+    let prompts = load_prompts(&gpu, embeds_path, batch, guided)?;
+    eprintln!("loading {} on {}", path.path.display(), gpu.adapter.label());
+    let model = Mmdit::load(&gpu, &weights, path.config.as_ref())?;
+    model.check_latents(&latents.shape)?;
+    let x0 = latents.upload(&gpu)?;
+    let mut progress = Progress::new("sampling", args.steps as u64);
+    let plan = Plan { sigmas: &sigmas, levels: &levels, guidance: args.guidance };
+    let out = sample(&gpu, &model, &x0, &prompts, &plan, |i| {
+        gpu.finish()?;
+        progress.advance(1, &format!("step {} sigma {:.4}", i + 1, sigmas[i]));
+        Ok(())
+    })?;
+    progress.finish();
+    let result = tensor_file::download(&gpu, &out)?;
+    tensor_file::write(output, &[("latents", &result)])?;
+    eprintln!(
+        "wrote {} ({} x {:?}) after {} steps in {:.1} s (shift {shift}, guidance {})",
+        output.display(),
+        batch,
+        &result.shape[1..],
+        args.steps,
+        progress.elapsed(),
+        args.guidance
+    );
+    if args.profile || args.trace.is_some() {
+        profile::report_run(&gpu, args.profile, args.trace.as_deref())?;
+    }
+    Ok(())
+}

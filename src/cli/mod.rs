@@ -1,0 +1,55 @@
+//! The command line: one file per subcommand.
+
+use clap::{Parser, Subcommand};
+use noiseshift_kernels::{Gpu, GpuOptions};
+
+use crate::error::Result;
+
+pub mod devices;
+pub mod generate;
+pub mod inspect;
+pub mod profile;
+
+#[derive(Parser)]
+#[command(
+    name = "noiseshift",
+    version,
+    about = "Flow-matching text-to-image models (SD3, SD3.5) on any GPU through wgpu, made good at low resolution with NoiseShift",
+    long_about = None
+)]
+pub struct Cli {
+    /// Adapter to run on: an index from `noiseshift devices` or part of its name (e.g. "vulkan").
+    /// Default: the first discrete GPU, then integrated, then software.
+    #[arg(long, global = true, env = "NOISESHIFT_DEVICE")]
+    pub device: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// List the GPU adapters, their features and limits.
+    Devices(devices::Args),
+    /// Describe a model: family, configuration, dtypes, parameters, components.
+    Inspect(inspect::Args),
+    /// Sample latents (and, later, images) with the flow-matching Euler sampler.
+    Generate(generate::Args),
+    /// Time every kernel at representative model shapes, against the device's measured ceilings.
+    Profile(profile::Args),
+}
+
+/// Open the adapter the user asked for.
+pub fn open_gpu(device: Option<&str>, profile: bool) -> Result<Gpu> {
+    Ok(Gpu::new(&GpuOptions { device: device.map(str::to_string), profile, ..Default::default() })?)
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let device = cli.device.as_deref();
+    match cli.command {
+        Command::Devices(a) => devices::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Generate(a) => generate::run(a, device),
+        Command::Profile(a) => profile::run(a, device),
+    }
+}
