@@ -9,7 +9,7 @@ use crate::profile::{Ceilings, Cost, Record};
 use crate::tensor::{DType, Tensor};
 
 /// Each measurement grows its work until one dispatch takes at least this long.
-const MIN_SECONDS: f64 = 0.02;
+const MIN_SECONDS: f64 = 0.1;
 
 /// Time `run` (which records one dispatch) with the profiler, best of three.
 fn best_seconds(gpu: &Gpu, run: &dyn Fn() -> Result<()>) -> Result<f64> {

@@ -181,10 +181,11 @@ struct Recorder {
 const DISPATCHES_PER_SUBMIT: usize = 512;
 
 /// One bound resource of a dispatch, in binding order after the uniform parameters.
+#[derive(Clone, Copy)]
 pub enum Bind<'a> {
     /// A byte range of a storage buffer; `label` names the operand in errors.
     Buffer { buffer: &'a wgpu::Buffer, offset: u64, size: u64, label: &'a str },
-    /// A sampled texture read with `textureLoad`.
+    /// A sampled texture read with `textureLoad`, or a storage texture written by a pack kernel.
     Texture(&'a wgpu::TextureView),
 }
 
@@ -201,6 +202,21 @@ pub struct Gpu {
     profiler: RefCell<Profiler>,
     errors: Arc<Mutex<Vec<String>>>,
     poison: Cell<bool>,
+    /// Bound where a kernel's optional operand (a bias) is absent; never read.
+    unused: wgpu::Buffer,
+    /// Reusable rgba32float textures the texture kernels read activations from, by slot.
+    scratch: RefCell<Vec<Option<(u32, u32, wgpu::Texture, wgpu::TextureView)>>>,
+}
+
+/// Scratch texture slots. `Packed` textures are written by pack kernels (storage binding);
+/// `Copied` ones are filled by buffer-to-texture copies, which llvmpipe samples ~12 % faster
+/// because they need no storage usage.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scratch {
+    Packed = 0,
+    Copied = 1,
+    Keys = 2,
+    Values = 3,
 }
 
 impl Gpu {
@@ -247,11 +263,15 @@ impl Gpu {
             sink.lock().expect("error sink").push(e.to_string());
         }));
 
+        let software = adapter.get_info().device_type == wgpu::DeviceType::Cpu;
         let caps = Caps {
             f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
-            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            software: adapter.get_info().device_type == wgpu::DeviceType::Cpu,
+            // Mesa 22's lavapipe reports timestamps, but once a pass has written a storage
+            // texture its timestamps stop bracketing the work (seen: 0.1 ms stamped around a
+            // 50 ms dispatch); software adapters are timed by wall clock instead.
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY) && !software,
+            software,
         };
         let profiler = Profiler::new(&device, &queue, caps.timestamps, options.profile);
         Ok(Gpu {
@@ -261,6 +281,13 @@ impl Gpu {
             profiler: RefCell::new(profiler),
             errors,
             poison: Cell::new(false),
+            scratch: RefCell::new(vec![None, None, None, None]),
+            unused: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("unused operand"),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            }),
             device,
             queue,
             adapter: report,
@@ -272,6 +299,67 @@ impl Gpu {
     /// The pipeline for `kernel`, built and cached on first use.
     pub(crate) fn pipeline(&self, kernel: &Kernel) -> Result<Arc<wgpu::ComputePipeline>> {
         self.pipelines.get(self, kernel)
+    }
+
+    /// A binding for an optional operand that is absent (the kernel's flag says not to read it).
+    pub(crate) fn unused(&self) -> Bind<'_> {
+        Bind::Buffer { buffer: &self.unused, offset: 0, size: 16, label: "unused" }
+    }
+
+    /// A texture of at least width x height rgba32float texels for `slot`. Reused across
+    /// dispatches: wgpu orders each write after the previous reader of the same texture.
+    pub(crate) fn scratch_texture(&self, slot: Scratch, width: u32, height: u32) -> Result<(wgpu::Texture, wgpu::TextureView)> {
+        let mut cache = self.scratch.borrow_mut();
+        let entry = &mut cache[slot as usize];
+        if let Some((w, h, tex, view)) = entry.as_ref()
+            && *w >= width
+            && *h >= height
+        {
+            return Ok((tex.clone(), view.clone()));
+        }
+        let (w, h) = entry.as_ref().map_or((width, height), |(w, h, ..)| ((*w).max(width), (*h).max(height)));
+        let max = self.limits.max_texture_dimension_2d;
+        if w > max || h > max {
+            return Err(KernelError::TooLarge {
+                what: format!("a {w}x{h} scratch texture"),
+                bytes: u64::from(w.max(h)),
+                limit: u64::from(max),
+                limit_name: "max_texture_dimension_2d",
+            });
+        }
+        let writer = if slot == Scratch::Copied { wgpu::TextureUsages::COPY_DST } else { wgpu::TextureUsages::STORAGE_BINDING };
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let texture = self.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("scratch"),
+            size: wgpu::Extent3d { width: w, height: h, depth_or_array_layers: 1 },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | writer,
+            view_formats: &[],
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(KernelError::Device(format!("out of device memory for a {w}x{h} scratch texture: {e}")));
+        }
+        let view = texture.create_view(&Default::default());
+        *entry = Some((w, h, texture.clone(), view.clone()));
+        Ok((texture, view))
+    }
+
+    /// Record a copy of `rows` rows of `row_bytes` (a multiple of 256) from `buffer` at `offset`
+    /// into the top-left of `texture`.
+    pub(crate) fn copy_to_texture(&self, buffer: &wgpu::Buffer, offset: u64, row_bytes: u32, rows: u32, texture: &wgpu::Texture) {
+        self.with_encoder(|enc| {
+            enc.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer,
+                    layout: wgpu::TexelCopyBufferLayout { offset, bytes_per_row: Some(row_bytes), rows_per_image: None },
+                },
+                wgpu::TexelCopyTextureInfo { texture, mip_level: 0, origin: wgpu::Origin3d::ZERO, aspect: wgpu::TextureAspect::All },
+                wgpu::Extent3d { width: row_bytes / 16, height: rows, depth_or_array_layers: 1 },
+            )
+        });
     }
 
     /// Fill every newly handed-out tensor with NaN, so a kernel that leaves an output element
@@ -408,11 +496,6 @@ impl Gpu {
     /// Record a buffer-to-buffer copy in order with the dispatches around it.
     pub(crate) fn copy(&self, src: &wgpu::Buffer, src_off: u64, dst: &wgpu::Buffer, dst_off: u64, size: u64) {
         self.with_encoder(|enc| enc.copy_buffer_to_buffer(src, src_off, dst, dst_off, size));
-    }
-
-    /// Record any other command (texture copies) in order with the dispatches.
-    pub(crate) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
-        self.with_encoder(f);
     }
 
     /// Write `data` into `buffer` at `offset`, ordered after everything recorded so far.

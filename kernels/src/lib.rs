@@ -4,6 +4,7 @@
 pub mod ceilings;
 pub mod context;
 pub mod error;
+pub mod matrix;
 pub mod ops;
 pub mod pipelines;
 mod pool;
@@ -14,6 +15,7 @@ pub mod tensor;
 
 pub use context::{AdapterReport, Caps, Gpu, GpuOptions, list_adapters};
 pub use error::{KernelError, Result};
+pub use matrix::{Matrix, MatrixLayout};
 pub use pool::MemoryStats;
 pub use profile::{Ceilings, Cost};
 pub use tensor::{DType, Tensor};

@@ -29,7 +29,13 @@ shader_table!(
     "dtype_bf16.wgsl",
     "linear.wgsl",
     "linear_scalar.wgsl",
+    "linear_texture.wgsl",
+    "wtex_float.wgsl",
+    "wtex_bf16.wgsl",
+    "pack_texture.wgsl",
+    "im2col_texture.wgsl",
     "attention.wgsl",
+    "attention_texture.wgsl",
     "layer_norm.wgsl",
     "rms_norm.wgsl",
     "group_norm.wgsl",
@@ -64,16 +70,24 @@ pub struct Kernel {
     pub name: &'static str,
     pub parts: Vec<&'static str>,
     pub constants: Vec<(&'static str, u32)>,
+    /// `const NAME: u32 = V;` lines put before the sources: sizes that must be known at
+    /// shader-creation time (private array lengths), unlike override constants.
+    pub defines: Vec<(&'static str, u32)>,
     pub trusted: bool,
 }
 
 impl Kernel {
     pub fn new(name: &'static str, parts: &[&'static str]) -> Kernel {
-        Kernel { name, parts: parts.to_vec(), constants: Vec::new(), trusted: false }
+        Kernel { name, parts: parts.to_vec(), constants: Vec::new(), defines: Vec::new(), trusted: false }
     }
 
     pub fn constant(mut self, name: &'static str, value: u32) -> Kernel {
         self.constants.push((name, value));
+        self
+    }
+
+    pub fn define(mut self, name: &'static str, value: u32) -> Kernel {
+        self.defines.push((name, value));
         self
     }
 
@@ -87,9 +101,24 @@ impl Kernel {
 pub struct Composed {
     pub text: String,
     spans: Vec<(usize, &'static str)>,
+    /// Byte offset where the hoisted directives end.
+    directives_end: usize,
 }
 
 impl Composed {
+    /// Put `const` definitions before the body (after the directives), shifting line numbers.
+    pub fn define(&mut self, defines: &[(&'static str, u32)]) {
+        if defines.is_empty() {
+            return;
+        }
+        let lines: String = defines.iter().map(|(n, v)| format!("const {n}: u32 = {v}u;\n")).collect();
+        let at = self.directives_end;
+        self.text.insert_str(at, &lines);
+        for span in &mut self.spans {
+            span.0 += defines.len();
+        }
+    }
+
     /// Map a 1-based line of the composed text back to (file, line in file).
     pub fn locate(&self, line: usize) -> (String, usize) {
         let mut found = ("<composed>", line);
@@ -139,7 +168,7 @@ pub fn compose_sources(sources: &[(&'static str, &str)]) -> Composed {
     // Directives shift every line by their count; account for it in the spans.
     let shift = directives.lines().count();
     let spans = spans.into_iter().map(|(s, f)| (s + shift, f)).collect();
-    Composed { text: directives + &body, spans }
+    Composed { directives_end: directives.len(), text: directives + &body, spans }
 }
 
 /// Parse and validate a composed source with naga; errors name the file and line.
@@ -169,7 +198,8 @@ impl Pipelines {
         if let Some(p) = self.cache.borrow().get(kernel) {
             return Ok(p.clone());
         }
-        let composed = compose(&kernel.parts)?;
+        let mut composed = compose(&kernel.parts)?;
+        composed.define(&kernel.defines);
         validate(&composed)?;
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {

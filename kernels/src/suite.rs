@@ -4,6 +4,7 @@
 
 use crate::context::Gpu;
 use crate::error::Result;
+use crate::matrix::{Matrix, MatrixLayout};
 use crate::ops::attention::{KvSource, QuerySource};
 use crate::ops::conv::ConvGeometry;
 use crate::ops::layout::PatchOrder;
@@ -29,22 +30,24 @@ impl Default for SuiteShape {
     }
 }
 
-/// A tensor of `shape` filled with small values that stay well away from overflow and
-/// denormals whatever the kernel does with them.
-fn filled(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
-    let values: Vec<f32> = (0..n).map(|i| ((i % 97) as f32 - 48.0) * 1e-3).collect();
-    match dtype {
-        DType::F32 => Tensor::from_f32(gpu, shape, &values),
-        DType::F16 => {
-            let bytes: Vec<u8> = values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
-            Tensor::from_raw(gpu, shape, dtype, &bytes)
-        }
-        DType::BF16 => {
-            let bytes: Vec<u8> = values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
-            Tensor::from_raw(gpu, shape, dtype, &bytes)
-        }
-    }
+/// Small values that stay well away from overflow and denormals whatever a kernel does.
+fn values(n: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i % 97) as f32 - 48.0) * 1e-3).collect()
+}
+
+fn filled(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+    Tensor::from_f32(gpu, shape, &values(shape.iter().product()))
+}
+
+/// A weight matrix in `dtype`, laid out as the adapter prefers.
+fn matrix(gpu: &Gpu, n: usize, k: usize, dtype: DType) -> Result<Matrix> {
+    let v = values(n * k);
+    let bytes: Vec<u8> = match dtype {
+        DType::F32 => bytemuck::cast_slice(&v).to_vec(),
+        DType::F16 => v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
+        DType::BF16 => v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+    };
+    Matrix::upload(gpu, n, k, dtype, &[&bytes], MatrixLayout::Auto)
 }
 
 /// Run every kernel `reps` times (after one untimed warm-up pass that builds the pipelines).
@@ -52,19 +55,19 @@ fn filled(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
 pub fn run(gpu: &Gpu, shape: SuiteShape, reps: usize) -> Result<()> {
     let (t, d, h) = (shape.tokens, shape.hidden, shape.heads);
     let hd = d / h;
-    let x = filled(gpu, &[t, d], DType::F32)?;
-    let table = filled(gpu, &[1, 9 * d], DType::F32)?;
-    let w_qkv = filled(gpu, &[3 * d, d], DType::F16)?;
-    let w_fc1 = filled(gpu, &[4 * d, d], DType::F16)?;
-    let w_fc2 = filled(gpu, &[d, 4 * d], DType::F16)?;
-    let w_fc1_f32 = filled(gpu, &[4 * d, d], DType::F32)?;
-    let bias = filled(gpu, &[4 * d], DType::F32)?;
-    let norm_w = filled(gpu, &[hd], DType::F32)?;
+    let x = filled(gpu, &[t, d])?;
+    let table = filled(gpu, &[1, 9 * d])?;
+    let w_qkv = matrix(gpu, 3 * d, d, DType::F16)?;
+    let w_fc1 = matrix(gpu, 4 * d, d, DType::F16)?;
+    let w_fc2 = matrix(gpu, d, 4 * d, DType::F16)?;
+    let w_fc1_f32 = matrix(gpu, 4 * d, d, DType::F32)?;
+    let bias = filled(gpu, &[4 * d])?;
+    let norm_w = filled(gpu, &[hd])?;
     let (c, s) = (shape.vae_channels, shape.vae_size);
-    let img = filled(gpu, &[1, c, s, s], DType::F32)?;
-    let w_conv = filled(gpu, &[c, c, 3, 3], DType::F16)?;
-    let conv_bias = filled(gpu, &[c], DType::F32)?;
-    let latents = filled(gpu, &[1, 16, 64, 64], DType::F32)?;
+    let img = filled(gpu, &[1, c, s, s])?;
+    let w_conv = matrix(gpu, c, c * 9, DType::F16)?;
+    let conv_bias = filled(gpu, &[c])?;
+    let latents = filled(gpu, &[1, 16, 64, 64])?;
 
     let was = gpu.profiler().enabled();
     for rep in 0..=reps {
@@ -82,7 +85,7 @@ pub fn run(gpu: &Gpu, shape: SuiteShape, reps: usize) -> Result<()> {
         let _ = ops::modulate::modulate(gpu, &out, m)?;
         let _ = ops::activation::activation(gpu, &hidden, Act::Silu)?;
 
-        let conv = ops::conv::conv2d(gpu, &img, &w_conv, Some(&conv_bias), ConvGeometry::same(1, 1))?;
+        let conv = ops::conv::conv2d(gpu, &img, &w_conv, Some(&conv_bias), ConvGeometry::square(3, 1, 1))?;
         let normed = ops::norm::group_norm(gpu, &conv, 32, &conv_bias, &conv_bias, 1e-6, Act::Silu)?;
         let _ = ops::resample::upsample_nearest2x(gpu, &normed)?;
 

@@ -3,13 +3,13 @@
 //! Sizes are awkward on purpose: not multiples of any tile, length 1, batch > 1.
 //! Set NOISESHIFT_TEST_SEED to replay a failure; the seed in use is printed.
 
-use noiseshift_kernels::ops::attention::{KvSource, QuerySource};
+use noiseshift_kernels::ops::attention::{AttentionVariant, KvSource, QuerySource};
 use noiseshift_kernels::ops::conv::ConvGeometry;
 use noiseshift_kernels::ops::layout::PatchOrder;
 use noiseshift_kernels::ops::norm::{Heads, Modulation};
 use noiseshift_kernels::ops::{self, Act};
 use noiseshift_kernels::reference as cpu;
-use noiseshift_kernels::{DType, Gpu, GpuOptions, KernelError, Tensor, list_adapters};
+use noiseshift_kernels::{DType, Gpu, GpuOptions, KernelError, Matrix, MatrixLayout, Tensor, list_adapters};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -41,24 +41,51 @@ fn randn(r: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
 
 /// ||a - b|| / ||b||, and an assertion that it is below `tol` with no NaN anywhere.
 fn assert_close(what: &str, gpu: &Gpu, got: &[f32], want: &[f32], tol: f64) {
+    assert_close_scaled(what, gpu, got, want, want, tol);
+}
+
+/// ||a - b|| / ||scale||: for sums whose terms may cancel, `scale` is the same computation on
+/// absolute values (the usual forward-error bound), so a near-zero result does not make a
+/// rounding-sized difference look large.
+fn assert_close_scaled(what: &str, gpu: &Gpu, got: &[f32], want: &[f32], scale: &[f32], tol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     assert!(got.iter().all(|v| v.is_finite()), "{what} on {}: non-finite output (unwritten element?)", gpu.adapter.label());
     let num: f64 = got.iter().zip(want).map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2)).sum();
-    let den: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum::<f64>().max(1e-30);
+    let den: f64 = scale.iter().map(|b| f64::from(*b).powi(2)).sum::<f64>().max(1e-30);
     let err = (num / den).sqrt();
     println!("{what} on {}: relative error {err:.2e}", gpu.adapter.label());
     assert!(err <= tol, "{what} on {}: relative error {err:.2e} > {tol:.0e}", gpu.adapter.label());
 }
 
-/// Store values in `dtype` (rounding them) and return the rounded values as the reference sees them.
-fn weight(gpu: &Gpu, shape: &[usize], values: &[f32], dtype: DType) -> (Tensor, Vec<f32>) {
-    let bytes: Vec<u8> = match dtype {
+fn stored(values: &[f32], dtype: DType) -> Vec<u8> {
+    match dtype {
         DType::F32 => bytemuck::cast_slice(values).to_vec(),
         DType::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
         DType::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
-    };
-    let rounded = dtype.to_f32(&bytes);
-    (Tensor::from_raw(gpu, shape, dtype, &bytes).unwrap(), rounded)
+    }
+}
+
+/// Store values in `dtype` (rounding them) and return the rounded values as the reference sees them.
+fn weight(gpu: &Gpu, shape: &[usize], values: &[f32], dtype: DType) -> (Tensor, Vec<f32>) {
+    let bytes = stored(values, dtype);
+    (Tensor::from_raw(gpu, shape, dtype, &bytes).unwrap(), dtype.to_f32(&bytes))
+}
+
+/// A weight matrix [n, k] in `dtype` and `layout`, uploaded in two row blocks (as fused q/k/v
+/// are), and the rounded values.
+fn matrix(gpu: &Gpu, n: usize, k: usize, values: &[f32], dtype: DType, layout: MatrixLayout) -> (Matrix, Vec<f32>) {
+    let bytes = stored(values, dtype);
+    // Buffers take parts at 4-byte boundaries only (always true of real q/k/v blocks).
+    let split = (n / 3) * k * dtype.size();
+    let parts: Vec<&[u8]> = if split % 4 == 0 { vec![&bytes[..split], &bytes[split..]] } else { vec![&bytes] };
+    let m = Matrix::upload(gpu, n, k, dtype, &parts, layout).unwrap();
+    assert_eq!(m.is_texture(), layout == MatrixLayout::Texture);
+    (m, dtype.to_f32(&bytes))
+}
+
+/// The layouts a [*, k] matrix can take.
+fn layouts(k: usize) -> Vec<MatrixLayout> {
+    if k % 4 == 0 { vec![MatrixLayout::Buffer, MatrixLayout::Texture] } else { vec![MatrixLayout::Buffer] }
 }
 
 const F32_TOL: f64 = 2e-6;
@@ -67,19 +94,22 @@ const F32_TOL: f64 = 2e-6;
 fn linear_all_dtypes_and_awkward_shapes() {
     let mut r = rng("linear");
     for gpu in gpus() {
-        // (m, n, k): tails in m and n, k = 4 (one vec4), k not a multiple of 4 (scalar kernel).
-        for &(m, n, k) in &[(1, 1, 4), (37, 29, 68), (70, 67, 4), (5, 3, 7), (130, 9, 33)] {
-            for dtype in [DType::F32, DType::F16, DType::BF16] {
+        // (m, n, k): tails in m and n, k = 4 (one vec4), k not a multiple of 4 (scalar kernel),
+        // k = 64 (rows of 256 bytes: the texture path copies instead of packing).
+        for &(m, n, k) in &[(1, 1, 4), (37, 29, 68), (70, 67, 4), (5, 3, 7), (130, 9, 33), (33, 20, 64)] {
+            for (dtype, layout) in [DType::F32, DType::F16, DType::BF16].into_iter().flat_map(|d| layouts(k).into_iter().map(move |l| (d, l))) {
                 for (act, with_bias) in [(Act::None, true), (Act::GeluTanh, false), (Act::Silu, true)] {
                     let x = randn(&mut r, m * k, 1.0);
-                    let (w, wr) = weight(&gpu, &[n, k], &randn(&mut r, n * k, 0.5), dtype);
+                    let (w, wr) = matrix(&gpu, n, k, &randn(&mut r, n * k, 0.5), dtype, layout);
                     let b = randn(&mut r, n, 0.5);
                     let xt = Tensor::from_f32(&gpu, &[m, k], &x).unwrap();
                     let bt = Tensor::from_f32(&gpu, &[n], &b).unwrap();
                     let y = ops::matmul::linear(&gpu, &xt, &w, with_bias.then_some(&bt), act).unwrap();
                     let want = cpu::linear(&x, &wr, with_bias.then_some(&b[..]), m, n, k, act);
-                    let what = format!("linear {m}x{n}x{k} {dtype} {act:?}");
-                    assert_close(&what, &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
+                    let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<f32>>();
+                    let scale = cpu::linear(&abs(&x), &abs(&wr), with_bias.then_some(&abs(&b)[..]), m, n, k, Act::None);
+                    let what = format!("linear {m}x{n}x{k} {dtype} {layout:?} {act:?}");
+                    assert_close_scaled(&what, &gpu, &y.to_vec(&gpu).unwrap(), &want, &scale, F32_TOL);
                 }
             }
         }
@@ -100,12 +130,15 @@ fn linear_splits_work_past_the_binding_limit() {
         gpu.set_poison(true);
         let (m, n, k) = (300, 40, 64);
         let x = randn(&mut r, m * k, 1.0);
-        let (w, wr) = weight(&gpu, &[n, k], &randn(&mut r, n * k, 0.5), DType::F16);
         let b = randn(&mut r, n, 0.5);
         let xt = Tensor::from_f32(&gpu, &[m, k], &x).unwrap();
         let bt = Tensor::from_f32(&gpu, &[n], &b).unwrap();
-        let y = ops::matmul::linear(&gpu, &xt, &w, Some(&bt), Act::None).unwrap();
-        assert_close("split linear", &gpu, &y.to_vec(&gpu).unwrap(), &cpu::linear(&x, &wr, Some(&b), m, n, k, Act::None), F32_TOL);
+        for layout in layouts(k) {
+            let (w, wr) = matrix(&gpu, n, k, &randn(&mut r, n * k, 0.5), DType::F16, layout);
+            let y = ops::matmul::linear(&gpu, &xt, &w, Some(&bt), Act::None).unwrap();
+            let want = cpu::linear(&x, &wr, Some(&b), m, n, k, Act::None);
+            assert_close(&format!("split linear {layout:?}"), &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
+        }
         // An op that cannot split refuses with the limit named, instead of truncating.
         let err = ops::activation::activation(&gpu, &xt, Act::Silu).map(|_| ());
         assert!(err.is_ok(), "flat ops split too: {err:?}");
@@ -119,10 +152,10 @@ fn linear_splits_work_past_the_binding_limit() {
 fn linear_rejects_mismatched_operands() {
     let gpu = &gpus()[0];
     let x = Tensor::from_f32(gpu, &[3, 8], &[0.0; 24]).unwrap();
-    let (w, _) = weight(gpu, &[5, 7], &[0.0; 35], DType::F32);
+    let (w, _) = matrix(gpu, 5, 7, &[0.0; 35], DType::F32, MatrixLayout::Buffer);
     let err = ops::matmul::linear(gpu, &x, &w, None, Act::None).unwrap_err();
     assert!(err.to_string().contains("K = 7"), "{err}");
-    let (w, _) = weight(gpu, &[5, 8], &[0.0; 40], DType::F32);
+    let (w, _) = matrix(gpu, 5, 8, &[0.0; 40], DType::F32, MatrixLayout::Buffer);
     let bad_bias = Tensor::from_f32(gpu, &[4], &[0.0; 4]).unwrap();
     let err = ops::matmul::linear(gpu, &x, &w, Some(&bad_bias), Act::None).unwrap_err();
     assert!(err.to_string().contains("bias"), "{err}");
@@ -161,7 +194,11 @@ fn attention_one_and_two_sources() {
             if l2 > 0 {
                 sources.push(KvSource { tensor: &s2_t, len: l2, k_off: width, v_off: 2 * width });
             }
-            let out = ops::attention::attention(&gpu, QuerySource { tensor: &s1_t, len: lq, off: 0 }, &sources, batch, heads, d, scale).unwrap();
+            let query = QuerySource { tensor: &s1_t, len: lq, off: 0 };
+            let outs: Vec<(AttentionVariant, Tensor)> = [AttentionVariant::Buffer, AttentionVariant::Texture]
+                .into_iter()
+                .map(|v| (v, ops::attention::attention_with(&gpu, query, &sources, batch, heads, d, scale, v).unwrap()))
+                .collect();
             let q = cpu::Rows { data: &s1, len: lq, stride: 3 * width };
             let k1 = cpu::Rows { data: &kv1, len: l1, stride: 2 * width };
             let k2 = cpu::Rows { data: &s2, len: l2, stride: 3 * width };
@@ -170,8 +207,10 @@ fn attention_one_and_two_sources() {
                 kv.push((&k2, width, 2 * width));
             }
             let want = cpu::attention(&q, 0, &kv, batch, heads, d, f64::from(scale));
-            let what = format!("attention b{batch} h{heads} d{d} lq{lq} l{l1}+{l2}");
-            assert_close(&what, &gpu, &out.to_vec(&gpu).unwrap(), &want, 5e-6);
+            for (variant, out) in outs {
+                let what = format!("attention {variant:?} b{batch} h{heads} d{d} lq{lq} l{l1}+{l2}");
+                assert_close(&what, &gpu, &out.to_vec(&gpu).unwrap(), &want, 5e-6);
+            }
         }
     }
 }
@@ -186,9 +225,12 @@ fn attention_large_scores_stay_finite() {
     let qt = Tensor::from_f32(gpu, &[l, d], &q).unwrap();
     let kv = randn(&mut r, l * 2 * d, 30.0);
     let kvt = Tensor::from_f32(gpu, &[l, 2 * d], &kv).unwrap();
-    let out = ops::attention::attention(gpu, QuerySource { tensor: &qt, len: l, off: 0 }, &[KvSource { tensor: &kvt, len: l, k_off: 0, v_off: d }], 1, 1, d, 1.0).unwrap();
     let want = cpu::attention(&cpu::Rows { data: &q, len: l, stride: d }, 0, &[(&cpu::Rows { data: &kv, len: l, stride: 2 * d }, 0, d)], 1, 1, d, 1.0);
-    assert_close("attention large scores", gpu, &out.to_vec(gpu).unwrap(), &want, 1e-5);
+    for variant in [AttentionVariant::Buffer, AttentionVariant::Texture] {
+        let sources = [KvSource { tensor: &kvt, len: l, k_off: 0, v_off: d }];
+        let out = ops::attention::attention_with(gpu, QuerySource { tensor: &qt, len: l, off: 0 }, &sources, 1, 1, d, 1.0, variant).unwrap();
+        assert_close(&format!("attention {variant:?} large scores"), gpu, &out.to_vec(gpu).unwrap(), &want, 1e-5);
+    }
 }
 
 #[test]
@@ -298,29 +340,35 @@ fn conv2d_geometries_and_dtypes() {
     let mut r = rng("conv2d");
     for gpu in gpus() {
         // 3x3 pad 1, 1x1, 2x2 stride 2 (patch embed), 3x3 stride 2 padded right/bottom (VAE encoder).
-        let cases: [(usize, usize, usize, ConvGeometry); 4] = [
-            (3, 3, 5, ConvGeometry::same(1, 1)),
-            (1, 1, 6, ConvGeometry::same(1, 0)),
-            (2, 2, 3, ConvGeometry::same(2, 0)),
-            (3, 3, 7, ConvGeometry { stride: 2, pad: [0, 0, 1, 1] }),
+        let cases: [(usize, ConvGeometry); 4] = [
+            (5, ConvGeometry::square(3, 1, 1)),
+            (6, ConvGeometry::square(1, 1, 0)),
+            (3, ConvGeometry::square(2, 2, 0)),
+            (7, ConvGeometry { kernel: [3, 3], stride: 2, pad: [0, 0, 1, 1] }),
         ];
-        for (kh, kw, cout, g) in cases {
-            for dtype in [DType::F32, DType::F16, DType::BF16] {
-                let (b, cin, h, w) = (2, 3, 9, 8);
-                let x = randn(&mut r, b * cin * h * w, 1.0);
-                let (wt, wr) = weight(&gpu, &[cout, cin, kh, kw], &randn(&mut r, cout * cin * kh * kw, 0.5), dtype);
-                let bias = randn(&mut r, cout, 0.5);
-                let y = ops::conv::conv2d(
-                    &gpu,
-                    &Tensor::from_f32(&gpu, &[b, cin, h, w], &x).unwrap(),
-                    &wt,
-                    Some(&Tensor::from_f32(&gpu, &[cout], &bias).unwrap()),
-                    g,
-                )
-                .unwrap();
-                let (want, oh, ow) = cpu::conv2d(&x, &wr, Some(&bias), [b, cin, h, w], [cout, kh, kw], g.stride, g.pad);
-                assert_eq!(y.shape(), [b, cout, oh, ow]);
-                assert_close(&format!("conv {kh}x{kw} s{} {:?} {dtype}", g.stride, g.pad), &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
+        for (cout, g) in cases {
+            let [kh, kw] = g.kernel;
+            // 3 input channels give K = 27 (buffer only); 4 give a multiple of 4 (both layouts).
+            for cin in [3, 4] {
+                let k = cin * kh * kw;
+                for (dtype, layout) in [DType::F32, DType::F16, DType::BF16].into_iter().flat_map(|d| layouts(k).into_iter().map(move |l| (d, l))) {
+                    let (b, h, w) = (2, 9, 8);
+                    let x = randn(&mut r, b * cin * h * w, 1.0);
+                    let (wt, wr) = matrix(&gpu, cout, k, &randn(&mut r, cout * k, 0.5), dtype, layout);
+                    let bias = randn(&mut r, cout, 0.5);
+                    let y = ops::conv::conv2d(
+                        &gpu,
+                        &Tensor::from_f32(&gpu, &[b, cin, h, w], &x).unwrap(),
+                        &wt,
+                        Some(&Tensor::from_f32(&gpu, &[cout], &bias).unwrap()),
+                        g,
+                    )
+                    .unwrap();
+                    let (want, oh, ow) = cpu::conv2d(&x, &wr, Some(&bias), [b, cin, h, w], [cout, kh, kw], g.stride, g.pad);
+                    assert_eq!(y.shape(), [b, cout, oh, ow]);
+                    let what = format!("conv {kh}x{kw} s{} {:?} cin {cin} {dtype} {layout:?}", g.stride, g.pad);
+                    assert_close(&what, &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
+                }
             }
         }
     }

@@ -11,19 +11,25 @@ fn every_shader_validates_with_every_dtype_snippet() {
     let kernels: Vec<&'static str> = SHADERS
         .iter()
         .map(|(f, _)| *f)
-        .filter(|f| !f.starts_with("dtype_") && *f != "common.wgsl")
+        .filter(|f| !f.starts_with("dtype_") && !f.starts_with("wtex_") && *f != "common.wgsl")
         .collect();
     assert!(kernels.len() >= 20, "shader table lists {} kernels", kernels.len());
     for kernel in kernels {
         let text = SHADERS.iter().find(|(f, _)| *f == kernel).unwrap().1;
-        // Kernels that read weights through `WPack` are built with a dtype snippet.
+        // Kernels that read weights through `WPack` or `WTexel` are built with a dtype snippet.
         let variants: Vec<Vec<&'static str>> = if text.contains("array<WPack>") {
             SNIPPETS.iter().map(|s| vec![*s, "common.wgsl", kernel]).collect()
+        } else if text.contains("WTexel") {
+            ["wtex_float.wgsl", "wtex_bf16.wgsl"].iter().map(|s| vec![*s, "common.wgsl", kernel]).collect()
         } else {
             vec![vec!["common.wgsl", kernel]]
         };
+        // Sizes the ops define at build time (attention_texture's head dim / 4).
+        let defines: &[(&str, u32)] = if text.contains("array<vec4<f32>, D4>") { &[("D4", 16)] } else { &[] };
         for parts in variants {
-            if let Err(e) = validate(&compose(&parts).unwrap()) {
+            let mut composed = compose(&parts).unwrap();
+            composed.define(defines);
+            if let Err(e) = validate(&composed) {
                 panic!("{parts:?}: {e}");
             }
         }

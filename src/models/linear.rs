@@ -1,13 +1,14 @@
-//! A linear layer's uploaded weights: the matrix in its stored dtype, the bias widened to f32.
+//! A linear layer's uploaded weights: the matrix in its stored dtype (laid out for the
+//! adapter), the bias widened to f32.
 
 use noiseshift_kernels::ops::{self, Act};
-use noiseshift_kernels::{Gpu, Tensor};
+use noiseshift_kernels::{Gpu, Matrix, MatrixLayout, Tensor};
 
 use crate::error::Result;
 use crate::weights::WeightSet;
 
 pub struct Linear {
-    pub weight: Tensor,
+    pub weight: Matrix,
     pub bias: Option<Tensor>,
 }
 
@@ -15,6 +16,17 @@ impl Linear {
     /// `name.weight` [out, in] (checked) and `name.bias` [out] when present.
     pub fn load(gpu: &Gpu, w: &WeightSet, name: &str, out: usize, inp: usize) -> Result<Linear> {
         Linear::load_fused(gpu, w, &[name], &[out], inp)
+    }
+
+    /// A layer whose weight is stored under another shape with `out` rows (a patch-embedding
+    /// conv [D, C, p, p] used as [D, C*p*p] on patchified tokens).
+    pub fn load_reshaped(gpu: &Gpu, w: &WeightSet, name: &str, shape: &[usize], out: usize) -> Result<Linear> {
+        let t = w.get_shaped(&format!("{name}.weight"), shape)?;
+        let inp = shape.iter().product::<usize>() / out;
+        let weight = Matrix::upload(gpu, out, inp, t.dtype, &[t.bytes], MatrixLayout::Auto)
+            .map_err(|e| crate::error::Error::Input(format!("tensor '{}' in {}: {e}", t.name, t.path.display())))?;
+        let bias = if w.contains(&format!("{name}.bias")) { Some(load_vector(gpu, w, &format!("{name}.bias"), out)?) } else { None };
+        Ok(Linear { weight, bias })
     }
 
     /// Several layers with the same input stacked into one matrix (q, k, v -> qkv): each part's
@@ -31,7 +43,7 @@ impl Linear {
         }
         let total: usize = outs.iter().sum();
         let parts: Vec<&[u8]> = weights.iter().map(|t| t.bytes).collect();
-        let weight = Tensor::from_raw_parts(gpu, &[total, inp], dtype, &parts)
+        let weight = Matrix::upload(gpu, total, inp, dtype, &parts, MatrixLayout::Auto)
             .map_err(|e| crate::error::Error::Input(format!("tensor '{}' in {}: {e}", weights[0].name, weights[0].path.display())))?;
         let bias = if w.contains(&format!("{}.bias", names[0])) {
             let biases = names
@@ -46,15 +58,6 @@ impl Linear {
             None
         };
         Ok(Linear { weight, bias })
-    }
-
-    /// Wrap an uploaded matrix (used as a linear layer under another shape).
-    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Linear {
-        Linear { weight, bias }
-    }
-
-    pub fn out_features(&self) -> usize {
-        self.weight.shape()[0]
     }
 
     pub fn forward(&self, gpu: &Gpu, x: &Tensor, act: Act) -> Result<Tensor> {

@@ -1,9 +1,13 @@
 //! Fused scaled-dot-product attention over heads, with an online softmax (no L x L scores in
 //! memory), any sequence lengths, and keys/values from one or two sources.
+//!
+//! Two variants: `attention` reads everything from buffers (hardware GPUs); on software
+//! adapters `attention_texture` first packs keys and values of both sources into one
+//! texture each (llvmpipe fetches texels vectorised) and carries four queries per invocation.
 
-use crate::context::Gpu;
-use crate::error::{Result, shape_err};
-use crate::ops::{expect_f32, words};
+use crate::context::{Bind, Gpu, Scratch};
+use crate::error::{KernelError, Result, shape_err};
+use crate::ops::{expect_f32, grid_flat, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::{DType, Tensor};
@@ -28,6 +32,15 @@ pub struct KvSource<'a> {
     pub v_off: usize,
 }
 
+/// Which kernel runs attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionVariant {
+    /// Textures on software adapters, buffers elsewhere.
+    Auto,
+    Buffer,
+    Texture,
+}
+
 /// softmax(q k^T * scale) v for every sample and head; keys/values are the concatenation of
 /// `kv` sources (one or two) in order. Output [B, Lq, heads * head_dim].
 pub fn attention(
@@ -38,6 +51,21 @@ pub fn attention(
     heads: usize,
     head_dim: usize,
     scale: f32,
+) -> Result<Tensor> {
+    attention_with(gpu, q, kv, batch, heads, head_dim, scale, AttentionVariant::Auto)
+}
+
+/// [`attention`] with the kernel chosen by the caller.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_with(
+    gpu: &Gpu,
+    q: QuerySource<'_>,
+    kv: &[KvSource<'_>],
+    batch: usize,
+    heads: usize,
+    head_dim: usize,
+    scale: f32,
+    variant: AttentionVariant,
 ) -> Result<Tensor> {
     const OP: &str = "attention";
     if head_dim == 0 || head_dim % 4 != 0 || head_dim > MAX_HEAD_DIM {
@@ -68,6 +96,15 @@ pub fn attention(
         return shape_err(OP, "no keys to attend to");
     }
     let out = Tensor::empty(gpu, &[batch, q.len, width], DType::F32)?;
+    let texture = match variant {
+        AttentionVariant::Auto => gpu.caps.software,
+        AttentionVariant::Buffer => false,
+        AttentionVariant::Texture => true,
+    };
+    if texture {
+        attention_texture(gpu, q, kv, batch, heads, head_dim, scale, &out)?;
+        return Ok(out);
+    }
     let second = kv.get(1).copied().unwrap_or(KvSource { tensor: kv[0].tensor, len: 0, k_off: 0, v_off: 0 });
     let (a, b) = (kv[0], second);
     let params = [
@@ -98,4 +135,80 @@ pub fn attention(
         Cost::new(4.0 * work, bytes),
     )?;
     Ok(out)
+}
+
+/// Pack the k (or v) columns of every source into one texture: row b * lk + offset + t.
+fn pack_sources(gpu: &Gpu, slot: Scratch, kv: &[KvSource<'_>], values: bool, batches: std::ops::Range<usize>, width: usize) -> Result<wgpu::TextureView> {
+    let lk: usize = kv.iter().map(|s| s.len).sum();
+    let nb = batches.len();
+    let (_, view) = gpu.scratch_texture(slot, (width / 4) as u32, (nb * lk) as u32)?;
+    let mut row_off = 0;
+    for s in kv {
+        let col = if values { s.v_off } else { s.k_off };
+        let params = [
+            (width / 4) as u32,
+            (nb * s.len) as u32,
+            (s.tensor.cols() / 4) as u32,
+            (col / 4) as u32,
+            s.len as u32,
+            lk as u32,
+            row_off as u32,
+            (batches.start * s.len) as u32,
+        ];
+        gpu.dispatch(
+            &Kernel::new("pack_texture", &["common.wgsl", "pack_texture.wgsl"]),
+            words(&params),
+            &[s.tensor.bind(if values { "values" } else { "keys" }), Bind::Texture(&view)],
+            grid_flat(gpu, width / 4 * nb * s.len),
+            Cost::new(0.0, 8.0 * (nb * s.len * width) as f64),
+        )?;
+        row_off += s.len;
+    }
+    Ok(view)
+}
+
+/// Queries per invocation and invocations per workgroup of attention_texture.wgsl.
+const TEX_TQ: usize = 4;
+const TEX_WG: [usize; 2] = [16, 4];
+
+#[allow(clippy::too_many_arguments)]
+fn attention_texture(
+    gpu: &Gpu,
+    q: QuerySource<'_>,
+    kv: &[KvSource<'_>],
+    batch: usize,
+    heads: usize,
+    head_dim: usize,
+    scale: f32,
+    out: &Tensor,
+) -> Result<()> {
+    let width = heads * head_dim;
+    let lk: usize = kv.iter().map(|s| s.len).sum();
+    let max = gpu.limits.max_texture_dimension_2d as usize;
+    if lk > max || width / 4 > max {
+        return Err(KernelError::TooLarge {
+            what: format!("attention over {lk} keys of width {width}"),
+            bytes: lk.max(width / 4) as u64,
+            limit: max as u64,
+            limit_name: "max_texture_dimension_2d",
+        });
+    }
+    let per = (max / lk).max(1);
+    let kernel = Kernel::new("attention_texture", &["attention_texture.wgsl"]).define("D4", (head_dim / 4) as u32).trusted();
+    for b0 in (0..batch).step_by(per) {
+        let batches = b0..(b0 + per).min(batch);
+        let keys = pack_sources(gpu, Scratch::Keys, kv, false, batches.clone(), width)?;
+        let values = pack_sources(gpu, Scratch::Values, kv, true, batches.clone(), width)?;
+        let params = [heads as u32, scale.to_bits(), q.len as u32, q.tensor.cols() as u32, q.off as u32, lk as u32, b0 as u32];
+        let nb = batches.len();
+        let work = (nb * heads * q.len) as f64 * lk as f64 * head_dim as f64;
+        gpu.dispatch(
+            &kernel,
+            words(&params),
+            &[q.tensor.bind("query"), Bind::Texture(&keys), Bind::Texture(&values), out.bind("out")],
+            [q.len.div_ceil(TEX_TQ * TEX_WG[0]) as u32, heads.div_ceil(TEX_WG[1]) as u32, nb as u32],
+            Cost::new(4.0 * work, 4.0 * (nb * width) as f64 * (2.0 * q.len as f64 + 2.0 * lk as f64)),
+        )?;
+    }
+    Ok(())
 }

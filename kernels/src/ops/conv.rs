@@ -1,38 +1,43 @@
-//! 2D convolution on NCHW activations with weights in their stored dtype.
+//! 2D convolution on NCHW activations with weights in their stored dtype, as a [`Matrix`]
+//! [Cout, Cin*kh*kw]. Buffer matrices run a direct convolution (`conv2d.wgsl`); texture
+//! matrices (software adapters) run im2col into a texture and the texture matmul, which
+//! writes straight into NCHW.
 
-use crate::context::Gpu;
+use crate::context::{Bind, Gpu, Scratch};
 use crate::error::{Result, shape_err};
-use crate::ops::{expect_f32, weight_snippet, words};
+use crate::matrix::{Matrix, Store};
+use crate::ops::matmul::{OutputRows, dispatch_texture};
+use crate::ops::{Act, chunks_max, expect_f32, grid_flat, weight_snippet, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::{DType, Tensor};
 
-/// Stride and zero padding (top, left, bottom, right) of a convolution.
+/// Kernel size, stride and zero padding (top, left, bottom, right) of a convolution.
 #[derive(Clone, Copy, Debug)]
 pub struct ConvGeometry {
+    pub kernel: [usize; 2],
     pub stride: usize,
     pub pad: [usize; 4],
 }
 
 impl ConvGeometry {
-    /// Symmetric padding on all sides.
-    pub fn same(stride: usize, pad: usize) -> Self {
-        ConvGeometry { stride, pad: [pad; 4] }
+    /// A k x k kernel with symmetric padding.
+    pub fn square(k: usize, stride: usize, pad: usize) -> Self {
+        ConvGeometry { kernel: [k, k], stride, pad: [pad; 4] }
     }
 }
 
-/// y = conv2d(x, w) + b; x [B, Cin, H, W], w [Cout, Cin, kh, kw], b [Cout] f32.
-pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: ConvGeometry) -> Result<Tensor> {
+/// y = conv2d(x, w) + b; x [B, Cin, H, W], w [Cout, Cin*kh*kw], b [Cout] f32.
+pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Matrix, bias: Option<&Tensor>, g: ConvGeometry) -> Result<Tensor> {
     const OP: &str = "conv2d";
     expect_f32(OP, "input", x)?;
     let [b, cin, h, wd] = *x.shape() else {
         return shape_err(OP, format!("input must be [B, C, H, W], got {:?}", x.shape()));
     };
-    let [cout, wcin, kh, kw] = *w.shape() else {
-        return shape_err(OP, format!("weight must be [Cout, Cin, kh, kw], got {:?}", w.shape()));
-    };
-    if wcin != cin {
-        return shape_err(OP, format!("weight {:?} expects {wcin} input channels, input has {cin}", w.shape()));
+    let [kh, kw] = g.kernel;
+    let cout = w.rows();
+    if kh * kw == 0 || w.cols() != cin * kh * kw {
+        return shape_err(OP, format!("weight [{cout}, {}] is not {cin} input channels x {kh}x{kw}", w.cols()));
     }
     if let Some(bias) = bias {
         expect_f32(OP, "bias", bias)?;
@@ -47,19 +52,46 @@ pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: ConvG
     let oh = (h + pt + pb - kh) / g.stride + 1;
     let ow = (wd + pl + pr - kw) / g.stride + 1;
     let y = Tensor::empty(gpu, &[b, cout, oh, ow], DType::F32)?;
-    let params = [
-        cin as u32, h as u32, wd as u32, cout as u32, oh as u32, ow as u32, kh as u32, kw as u32,
-        g.stride as u32, pt as u32, pl as u32, bias.is_some() as u32,
-    ];
-    let kernel = Kernel::new(OP, &[weight_snippet(gpu, w.dtype()), "common.wgsl", "conv2d.wgsl"]);
-    let flops = 2.0 * (b * cout * oh * ow * cin * kh * kw) as f64;
-    let bytes = (x.numel() * 4 + w.numel() * w.dtype().size() + y.numel() * 4) as f64;
-    gpu.dispatch(
-        &kernel,
-        words(&params),
-        &[x.bind("x"), w.bind("weight"), bias.map_or_else(|| x.bind_range("x", 0, 4), |t| t.bind("bias")), y.bind("y")],
-        [(oh * ow).div_ceil(64) as u32, cout.div_ceil(4) as u32, b as u32],
-        Cost::new(flops, bytes),
-    )?;
+    let ksize = cin * kh * kw;
+    match &w.store {
+        Store::Textures(_) => {
+            let pixels = b * oh * ow;
+            let max_rows = gpu.limits.max_texture_dimension_2d as usize;
+            let texels = ksize / 4;
+            // Rows of the im2col texture are output pixels; no binding limit applies to them.
+            for rows in chunks_max(OP, pixels, &[1], u64::MAX, 1, max_rows)? {
+                let (_, tex) = gpu.scratch_texture(Scratch::Packed, texels as u32, rows.len() as u32)?;
+                let params = [
+                    texels as u32, rows.len() as u32, rows.start as u32, cin as u32, h as u32, wd as u32, ow as u32,
+                    (oh * ow) as u32, kh as u32, kw as u32, g.stride as u32, pt as u32, pl as u32,
+                ];
+                gpu.dispatch(
+                    &Kernel::new("im2col_texture", &["common.wgsl", "im2col_texture.wgsl"]),
+                    words(&params),
+                    &[x.bind("x"), Bind::Texture(&tex)],
+                    grid_flat(gpu, texels * rows.len()),
+                    Cost::new(0.0, 8.0 * (rows.len() * ksize) as f64),
+                )?;
+                let out = OutputRows { first: rows.start, pix: oh * ow };
+                dispatch_texture(gpu, &tex, rows.len(), w, bias, Act::None, y.bind("y"), out)?;
+            }
+        }
+        Store::Buffer(wt) => {
+            let params = [
+                cin as u32, h as u32, wd as u32, cout as u32, oh as u32, ow as u32, kh as u32, kw as u32,
+                g.stride as u32, pt as u32, pl as u32, bias.is_some() as u32,
+            ];
+            let kernel = Kernel::new(OP, &[weight_snippet(gpu, wt.dtype()), "common.wgsl", "conv2d.wgsl"]);
+            let flops = 2.0 * (b * cout * oh * ow * ksize) as f64;
+            let bytes = (x.numel() * 4 + wt.numel() * wt.dtype().size() + y.numel() * 4) as f64;
+            gpu.dispatch(
+                &kernel,
+                words(&params),
+                &[x.bind("x"), wt.bind("weight"), bias.map_or_else(|| gpu.unused(), |t| t.bind("bias")), y.bind("y")],
+                [(oh * ow).div_ceil(64) as u32, cout.div_ceil(4) as u32, b as u32],
+                Cost::new(flops, bytes),
+            )?;
+        }
+    }
     Ok(y)
 }

@@ -1,46 +1,44 @@
-//! Linear layer y = act(x W^T + b) in the nn.Linear layout: x [.., K] f32, W [N, K] in f32, f16
-//! or bf16 (widened in the shader), b [N] f32, with the activation fused into the epilogue.
+//! Linear layer y = act(x W^T + b) in the nn.Linear layout: x [.., K] f32, W a [`Matrix`]
+//! [N, K] in f32, f16 or bf16 (widened in the shader), b [N] f32, with the activation fused
+//! into the epilogue.
 //!
-//! Variants, chosen per adapter and shape:
-//! - `linear_texture` on software adapters: operands are read through textures, which Mesa's
-//!   llvmpipe fetches vectorised while it scalarises buffer loads;
+//! Variants, chosen by the matrix's layout and K:
+//! - `linear_texture` (texture matrices, software adapters): x is packed into a texture and
+//!   both operands are read with `textureLoad`, which llvmpipe vectorises;
 //! - `linear` (buffer, register-blocked) elsewhere;
 //! - `linear_scalar` when K is not a multiple of 4.
 
-use crate::context::Gpu;
+use crate::context::{Bind, Gpu, Scratch};
 use crate::error::{KernelError, Result};
-use crate::ops::{Act, chunks, expect_f32, weight_snippet, words};
+use crate::matrix::{Matrix, Store};
+use crate::ops::{Act, chunks, chunks_max, expect_f32, grid_flat, weight_snippet, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::{DType, Tensor};
 
-/// Rows and columns each invocation of `linear.wgsl` owns (its TM, TN) times its workgroup size.
+/// Rows and columns each workgroup of `linear.wgsl` covers (TM x 8 by TN x 8).
 const TILE_M: usize = 8 * 8;
 const TILE_N: usize = 8 * 8;
+/// The same for `linear_texture.wgsl` (16 x 8 by 16 x 8).
+const TEX_TILE_M: usize = 16 * 16;
+const TEX_TILE_N: usize = 16 * 8;
 
 /// y = act(x W^T + b).
-pub fn linear(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
-    let (n, _) = check(x, w, bias)?;
+pub fn linear(gpu: &Gpu, x: &Tensor, w: &Matrix, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
+    check(x, w, bias)?;
     let mut shape = x.shape().to_vec();
-    *shape.last_mut().expect("checked rank") = n;
-    let y = Tensor::empty(gpu, &shape, x.dtype())?;
+    *shape.last_mut().expect("checked rank") = w.rows();
+    let y = Tensor::empty(gpu, &shape, DType::F32)?;
     linear_into(gpu, x, w, bias, act, &y)?;
     Ok(y)
 }
 
-/// Validate operands; returns (N, K).
-fn check(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<(usize, usize)> {
+fn check(x: &Tensor, w: &Matrix, bias: Option<&Tensor>) -> Result<()> {
     const OP: &str = "linear";
     expect_f32(OP, "input", x)?;
-    if w.shape().len() != 2 {
-        return Err(KernelError::Shape { op: OP, message: format!("weight must be [N, K], got {:?}", w.shape()) });
-    }
-    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let (n, k) = (w.rows(), w.cols());
     if x.shape().is_empty() || x.cols() != k {
-        return Err(KernelError::Shape {
-            op: OP,
-            message: format!("input {:?} does not end in K = {k} of weight {:?}", x.shape(), w.shape()),
-        });
+        return Err(KernelError::Shape { op: OP, message: format!("input {:?} does not end in K = {k} of weight [{n}, {k}]", x.shape()) });
     }
     if let Some(b) = bias {
         expect_f32(OP, "bias", b)?;
@@ -48,34 +46,140 @@ fn check(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<(usize, usize)
             return Err(KernelError::Shape { op: OP, message: format!("bias {:?} must be [{n}]", b.shape()) });
         }
     }
-    Ok((n, k))
+    Ok(())
+}
+
+fn weight_name(dtype: DType, texture: bool) -> &'static str {
+    match (dtype, texture) {
+        (DType::F32, false) => "linear_f32",
+        (DType::F16, false) => "linear_f16",
+        (DType::BF16, false) => "linear_bf16",
+        (DType::F32, true) => "linear_texture_f32",
+        (DType::F16, true) => "linear_texture_f16",
+        (DType::BF16, true) => "linear_texture_bf16",
+    }
+}
+
+/// The texture kernel for weights of `dtype`.
+pub(crate) fn texture_kernel(dtype: DType) -> Kernel {
+    let snippet = if dtype == DType::BF16 { "wtex_bf16.wgsl" } else { "wtex_float.wgsl" };
+    Kernel::new(weight_name(dtype, true), &[snippet, "common.wgsl", "linear_texture.wgsl"]).trusted()
+}
+
+/// Output placement of the texture matmul: row-major rows, or NCHW pixels (convolution).
+#[derive(Clone, Copy)]
+pub(crate) struct OutputRows {
+    /// Global index of the first row of this dispatch.
+    pub first: usize,
+    /// Pixels per image for NCHW output; 0 for row-major.
+    pub pix: usize,
+}
+
+/// Record the texture matmul of the x rows already packed in the input scratch texture
+/// against every texture chunk of `w`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dispatch_texture(
+    gpu: &Gpu,
+    x_tex: &wgpu::TextureView,
+    rows: usize,
+    w: &Matrix,
+    bias: Option<&Tensor>,
+    act: Act,
+    y: Bind<'_>,
+    out: OutputRows,
+) -> Result<()> {
+    let Store::Textures(chunks) = &w.store else { unreachable!("texture matmul of a buffer matrix") };
+    let (n, k) = (w.rows(), w.cols());
+    let kernel = texture_kernel(w.dtype());
+    for chunk in chunks {
+        let nc = chunk.rows.len();
+        let b_bind = bias.map_or_else(|| gpu.unused(), |b| b.bind("bias"));
+        let params = [
+            rows as u32,
+            nc as u32,
+            (k / 4) as u32,
+            n as u32,
+            chunk.rows.start as u32,
+            bias.is_some() as u32,
+            act as u32,
+            out.first as u32,
+            out.pix as u32,
+        ];
+        let cost = Cost::new(2.0 * (rows * nc * k) as f64, (rows * k * 4 + nc * k * w.dtype().size() + rows * nc * 4) as f64);
+        gpu.dispatch(
+            &kernel,
+            words(&params),
+            &[Bind::Texture(x_tex), Bind::Texture(&chunk.view), b_bind, y],
+            [nc.div_ceil(TEX_TILE_N) as u32, rows.div_ceil(TEX_TILE_M) as u32, 1],
+            cost,
+        )?;
+    }
+    Ok(())
+}
+
+/// Put rows `rows` of x [M, K] into an input texture (K/4 texels wide): a plain copy when
+/// rows are a multiple of 256 bytes (every real model width), else the pack kernel.
+fn pack_rows(gpu: &Gpu, x: &Tensor, k: usize, rows: std::ops::Range<usize>) -> Result<wgpu::TextureView> {
+    let mc = rows.len();
+    let texels = k / 4;
+    let offset = (rows.start * k * 4) as u64;
+    if (k * 4) % 256 == 0 {
+        let (tex, view) = gpu.scratch_texture(Scratch::Copied, texels as u32, mc as u32)?;
+        gpu.copy_to_texture(x.buffer(), offset, (k * 4) as u32, mc as u32, &tex);
+        return Ok(view);
+    }
+    let (_, view) = gpu.scratch_texture(Scratch::Packed, texels as u32, mc as u32)?;
+    let params = [texels as u32, mc as u32, texels as u32, 0, mc as u32, mc as u32, 0, 0];
+    gpu.dispatch(
+        &Kernel::new("pack_texture", &["common.wgsl", "pack_texture.wgsl"]),
+        words(&params),
+        &[x.bind_range("x", offset, (mc * k * 4) as u64), Bind::Texture(&view)],
+        grid_flat(gpu, texels * mc),
+        Cost::new(0.0, 8.0 * (mc * k) as f64),
+    )?;
+    Ok(view)
 }
 
 /// y = act(x W^T + b) into an existing [.., N] tensor.
-pub fn linear_into(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act, y: &Tensor) -> Result<()> {
-    let (n, k) = check(x, w, bias)?;
+pub fn linear_into(gpu: &Gpu, x: &Tensor, w: &Matrix, bias: Option<&Tensor>, act: Act, y: &Tensor) -> Result<()> {
+    check(x, w, bias)?;
+    let (n, k) = (w.rows(), w.cols());
     let m = x.rows();
-    if y.numel() != m * n || y.cols() != n {
-        return Err(KernelError::Shape { op: "linear", message: format!("output {:?} must be [{m}, {n}]", y.shape()) });
+    if y.numel() != m * n || y.cols() != n || y.dtype() != DType::F32 {
+        return Err(KernelError::Shape { op: "linear", message: format!("output {:?} must be [{m}, {n}] f32", y.shape()) });
     }
     if m == 0 || n == 0 {
         return Ok(());
     }
     let align = u64::from(gpu.limits.min_storage_buffer_offset_alignment);
     let limit = gpu.max_binding();
+    let row_items = [k as u64 * 4, n as u64 * 4];
+    match &w.store {
+        Store::Textures(_) => {
+            let max_rows = gpu.limits.max_texture_dimension_2d as usize;
+            for rows in chunks_max("linear input/output rows", m, &row_items, limit, align, max_rows)? {
+                let tex = pack_rows(gpu, x, k, rows.clone())?;
+                let y_bind = y.bind_range("y", (rows.start * n * 4) as u64, (rows.len() * n * 4) as u64);
+                dispatch_texture(gpu, &tex, rows.len(), w, bias, act, y_bind, OutputRows { first: 0, pix: 0 })?;
+            }
+            Ok(())
+        }
+        Store::Buffer(wt) => linear_buffer(gpu, x, wt, bias, act, y, &row_items),
+    }
+}
+
+fn linear_buffer(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act, y: &Tensor, row_items: &[u64]) -> Result<()> {
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    let m = x.rows();
+    let align = u64::from(gpu.limits.min_storage_buffer_offset_alignment);
+    let limit = gpu.max_binding();
     let wsize = w.dtype().size() as u64;
     // Row chunks bound x and y; column chunks bound W. Both fit the binding limit.
-    let x_item = (k as u64 * 4).max(n as u64 * 4);
-    let row_chunks = chunks("linear input/output rows", m, x_item, limit, align)?;
-    let col_chunks = chunks("linear weight rows", n, k as u64 * wsize, limit, align)?;
+    let row_chunks = chunks("linear input/output rows", m, row_items, limit, align)?;
+    let col_chunks = chunks("linear weight rows", n, &[k as u64 * wsize], limit, align)?;
     let vec4 = k % 4 == 0;
     let kernel = if vec4 {
-        let name = match w.dtype() {
-            DType::F32 => "linear_f32",
-            DType::F16 => "linear_f16",
-            DType::BF16 => "linear_bf16",
-        };
-        Kernel::new(name, &[weight_snippet(gpu, w.dtype()), "common.wgsl", "linear.wgsl"]).trusted()
+        Kernel::new(weight_name(w.dtype(), false), &[weight_snippet(gpu, w.dtype()), "common.wgsl", "linear.wgsl"]).trusted()
     } else {
         Kernel::new("linear_scalar", &[weight_snippet(gpu, w.dtype()), "common.wgsl", "linear_scalar.wgsl"])
     };
@@ -85,10 +189,7 @@ pub fn linear_into(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act
             let x_bind = x.bind_range("x", rows.start as u64 * k as u64 * 4, (mc * k * 4) as u64);
             let w_bind = w.bind_range("weight", cols.start as u64 * k as u64 * wsize, nc as u64 * k as u64 * wsize);
             let y_bind = y.bind_range("y", rows.start as u64 * n as u64 * 4, (mc * n * 4) as u64);
-            let b_bind = match bias {
-                Some(b) => b.bind("bias"),
-                None => x.bind_range("x", 0, 4),
-            };
+            let b_bind = bias.map_or_else(|| gpu.unused(), |b| b.bind("bias"));
             let kdim = if vec4 { k / 4 } else { k };
             let params = [mc as u32, nc as u32, kdim as u32, n as u32, cols.start as u32, bias.is_some() as u32, act as u32];
             let groups = if vec4 {
@@ -96,10 +197,7 @@ pub fn linear_into(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act
             } else {
                 [nc.div_ceil(16) as u32, mc.div_ceil(16) as u32, 1]
             };
-            let cost = Cost::new(
-                2.0 * (mc * nc * k) as f64,
-                (mc * k * 4 + nc * k * w.dtype().size() + mc * nc * 4) as f64,
-            );
+            let cost = Cost::new(2.0 * (mc * nc * k) as f64, (mc * k * 4 + nc * k * w.dtype().size() + mc * nc * 4) as f64);
             gpu.dispatch(&kernel, words(&params), &[x_bind, w_bind, b_bind, y_bind], groups, cost)?;
         }
     }

@@ -52,35 +52,37 @@ pub(crate) fn expect_f32(op: &'static str, what: &str, t: &Tensor) -> Result<()>
     Ok(())
 }
 
-pub(crate) fn expect_shape(op: &'static str, what: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
-    if t.shape() != shape {
-        return Err(KernelError::Shape { op, message: format!("{what} has shape {:?}, expected {shape:?}", t.shape()) });
-    }
-    Ok(())
+/// Split `total` items into ranges such that, for every operand i, the range's
+/// `item_bytes[i]`-sized items fit `limit`, with every range start at a multiple of `align`
+/// bytes in every operand (the device's storage offset alignment).
+pub(crate) fn chunks(what: &str, total: usize, item_bytes: &[u64], limit: u64, align: u64) -> Result<Vec<Range<usize>>> {
+    chunks_max(what, total, item_bytes, limit, align, usize::MAX)
 }
 
-/// Split `total` items of `item_bytes` each into ranges whose bytes fit `limit`, with every
-/// range start a multiple of `align` bytes (the device's storage offset alignment).
-pub(crate) fn chunks(
+/// [`chunks`] with at most `max_items` per range as well (texture heights).
+pub(crate) fn chunks_max(
     what: &str,
     total: usize,
-    item_bytes: u64,
+    item_bytes: &[u64],
     limit: u64,
     align: u64,
+    max_items: usize,
 ) -> Result<Vec<Range<usize>>> {
     if total == 0 {
         return Ok(Vec::new());
     }
-    if total as u64 * item_bytes <= limit {
+    let largest = item_bytes.iter().copied().max().unwrap_or(1).max(1);
+    if total as u64 * largest <= limit && total <= max_items {
         return Ok(vec![0..total]);
     }
-    // Items per aligned step: the smallest count whose bytes are a multiple of `align`.
-    let step = (align / gcd(align, item_bytes.max(1))) as usize;
-    let per = ((limit / item_bytes.max(1)) as usize / step) * step;
+    // Items per aligned step: the smallest count whose bytes are a multiple of `align` in
+    // every operand.
+    let step = item_bytes.iter().fold(1usize, |acc, &b| lcm(acc, (align / gcd(align, b.max(1))) as usize));
+    let per = (((limit / largest) as usize).min(max_items) / step) * step;
     if per == 0 {
         return Err(KernelError::TooLarge {
             what: what.to_string(),
-            bytes: step as u64 * item_bytes,
+            bytes: step as u64 * largest,
             limit,
             limit_name: "max_storage_buffer_binding_size",
         });
@@ -88,9 +90,13 @@ pub(crate) fn chunks(
     Ok((0..total).step_by(per).map(|s| s..(s + per).min(total)).collect())
 }
 
+fn lcm(a: usize, b: usize) -> usize {
+    a / gcd(a as u64, b as u64) as usize * b
+}
+
 /// Element ranges of a flat f32 op whose every binding fits the device limit.
 pub(crate) fn flat_chunks(gpu: &Gpu, what: &str, n: usize) -> Result<Vec<Range<usize>>> {
-    chunks(what, n, 4, gpu.max_binding(), u64::from(gpu.limits.min_storage_buffer_offset_alignment))
+    chunks(what, n, &[4], gpu.max_binding(), u64::from(gpu.limits.min_storage_buffer_offset_alignment))
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -108,7 +114,7 @@ mod tests {
 
     #[test]
     fn chunks_respect_limit_and_alignment() {
-        let r = chunks("x", 1000, 12, 4096, 256).unwrap();
+        let r = chunks("x", 1000, &[12], 4096, 256).unwrap();
         assert_eq!(r.first().unwrap().start, 0);
         assert_eq!(r.last().unwrap().end, 1000);
         for c in &r {
@@ -118,7 +124,14 @@ mod tests {
         for w in r.windows(2) {
             assert_eq!(w[0].end, w[1].start);
         }
-        assert!(chunks("x", 10, 5000, 4096, 256).is_err());
-        assert_eq!(chunks("x", 10, 4, 4096, 256).unwrap(), vec![0..10]);
+        assert!(chunks("x", 10, &[5000], 4096, 256).is_err());
+        assert_eq!(chunks("x", 10, &[4], 4096, 256).unwrap(), vec![0..10]);
+        // Two operands: starts aligned in both (272- and 116-byte rows).
+        for c in chunks("x", 500, &[272, 116], 32768, 256).unwrap() {
+            assert_eq!((c.start as u64 * 272) % 256, 0);
+            assert_eq!((c.start as u64 * 116) % 256, 0);
+            assert!(c.len() as u64 * 272 <= 32768);
+        }
+        assert!(chunks_max("x", 100, &[4], 1 << 20, 4, 30).unwrap().iter().all(|c| c.len() <= 30));
     }
 }

@@ -78,12 +78,11 @@ pub fn layer_norm(
         shift as u32,
         scale as u32,
     ];
-    let dummy = x.bind_range("x", 0, 4);
     let binds = [
         x.bind("x"),
-        weight.map_or_else(|| x.bind_range("x", 0, 4), |w| w.bind("weight")),
-        bias.map_or_else(|| x.bind_range("x", 0, 4), |b| b.bind("bias")),
-        modulation.as_ref().map_or(dummy, |m| m.table.bind("modulation")),
+        weight.map_or_else(|| gpu.unused(), |w| w.bind("weight")),
+        bias.map_or_else(|| gpu.unused(), |b| b.bind("bias")),
+        modulation.as_ref().map_or_else(|| gpu.unused(), |m| m.table.bind("modulation")),
         y.bind("y"),
     ];
     let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;

@@ -92,7 +92,6 @@ impl Mmdit {
         let (config, format) = MmditConfig::resolve(w, config_json)?;
         let c = &config;
         let d = c.hidden;
-        let patch_in = c.in_channels * c.patch * c.patch;
         let pos_name = format.pos_embed();
         let grid2 = c.pos_embed_max_size * c.pos_embed_max_size;
         let pos = w.get(&pos_name)?;
@@ -104,12 +103,7 @@ impl Mmdit {
             ));
         }
         let pos_embed = pos.upload_as(gpu, &[grid2, d])?;
-        let patch_name = format.patch_embed();
-        let patch_w = w.get_shaped(&format!("{patch_name}.weight"), &[d, c.in_channels, c.patch, c.patch])?;
-        let patch_embed = Linear::from_tensors(
-            patch_w.upload_as(gpu, &[d, patch_in])?,
-            Some(load_vector(gpu, w, &format!("{patch_name}.bias"), d)?),
-        );
+        let patch_embed = Linear::load_reshaped(gpu, w, &format.patch_embed(), &[d, c.in_channels, c.patch, c.patch], d)?;
         let time = [
             Linear::load(gpu, w, &format.time_embedder(1), d, 256)?,
             Linear::load(gpu, w, &format.time_embedder(2), d, d)?,

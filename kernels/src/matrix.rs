@@ -1,0 +1,169 @@
+//! Matrix: a weight matrix [N, K] in its stored dtype, laid out for the adapter's matmul.
+//!
+//! On hardware GPUs it is a storage buffer (`linear.wgsl`). On software adapters it lives in
+//! textures of K/4 texels by up to `max_texture_dimension_2d` rows (rgba32float for f32,
+//! rgba16float for f16, rgba16uint holding bf16 bits), written straight from the stored bytes:
+//! llvmpipe vectorises texel fetches but not buffer loads, which makes `linear_texture.wgsl`
+//! several times faster there. Either way each weight is uploaded once, 2 bytes per parameter
+//! for f16/bf16.
+
+use std::ops::Range;
+
+use crate::context::Gpu;
+use crate::error::{KernelError, Result, shape_err};
+use crate::pool::Pool;
+use crate::tensor::{DType, Tensor};
+
+/// Which layout to use; `Auto` picks textures on software adapters when K allows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatrixLayout {
+    Auto,
+    Buffer,
+    Texture,
+}
+
+/// One texture holding rows `rows` of the matrix.
+pub(crate) struct TextureChunk {
+    pub rows: Range<usize>,
+    pub view: wgpu::TextureView,
+    texture: wgpu::Texture,
+    bytes: u64,
+    stats: Pool,
+}
+
+impl Drop for TextureChunk {
+    fn drop(&mut self) {
+        self.stats.note_freed(self.bytes);
+    }
+}
+
+pub(crate) enum Store {
+    Buffer(Tensor),
+    Textures(Vec<TextureChunk>),
+}
+
+pub struct Matrix {
+    n: usize,
+    k: usize,
+    dtype: DType,
+    pub(crate) store: Store,
+}
+
+impl std::fmt::Debug for Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let layout = match self.store {
+            Store::Buffer(_) => "buffer",
+            Store::Textures(_) => "texture",
+        };
+        write!(f, "Matrix([{}, {}], {}, {layout})", self.n, self.k, self.dtype)
+    }
+}
+
+fn texture_format(dtype: DType) -> wgpu::TextureFormat {
+    match dtype {
+        DType::F32 => wgpu::TextureFormat::Rgba32Float,
+        DType::F16 => wgpu::TextureFormat::Rgba16Float,
+        DType::BF16 => wgpu::TextureFormat::Rgba16Uint,
+    }
+}
+
+impl Matrix {
+    /// Whether `layout` resolves to textures for a K-wide matrix on this adapter.
+    fn wants_texture(gpu: &Gpu, k: usize, layout: MatrixLayout) -> Result<bool> {
+        let fits = k % 4 == 0 && k / 4 <= gpu.limits.max_texture_dimension_2d as usize && k > 0;
+        match layout {
+            MatrixLayout::Buffer => Ok(false),
+            MatrixLayout::Auto => Ok(gpu.caps.software && fits),
+            MatrixLayout::Texture if fits => Ok(true),
+            MatrixLayout::Texture => shape_err(
+                "matrix",
+                format!("K = {k} cannot be a texture (needs a multiple of 4 up to {})", 4 * gpu.limits.max_texture_dimension_2d),
+            ),
+        }
+    }
+
+    /// Upload [N, K] from its stored bytes, given as consecutive row blocks (q, k, v stacked).
+    pub fn upload(gpu: &Gpu, n: usize, k: usize, dtype: DType, parts: &[&[u8]], layout: MatrixLayout) -> Result<Matrix> {
+        let row_bytes = k * dtype.size();
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total != n * row_bytes || parts.iter().any(|p| p.len() % row_bytes.max(1) != 0) {
+            return shape_err("matrix", format!("[{n}, {k}] {dtype} needs whole rows, {} bytes; got parts of {total} bytes", n * row_bytes));
+        }
+        if !Matrix::wants_texture(gpu, k, layout)? {
+            let t = Tensor::from_raw_parts(gpu, &[n, k], dtype, parts)?;
+            return Ok(Matrix { n, k, dtype, store: Store::Buffer(t) });
+        }
+        let max_rows = gpu.limits.max_texture_dimension_2d as usize;
+        let format = texture_format(dtype);
+        let mut chunks = Vec::new();
+        for start in (0..n).step_by(max_rows) {
+            let rows = start..(start + max_rows).min(n);
+            let size = wgpu::Extent3d { width: (k / 4) as u32, height: rows.len() as u32, depth_or_array_layers: 1 };
+            let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some("weight"),
+                size,
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            });
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                return Err(KernelError::Device(format!("out of device memory for a [{n}, {k}] weight texture: {e}")));
+            }
+            let bytes = (rows.len() * row_bytes) as u64;
+            gpu.pool.note_new(bytes);
+            chunks.push(TextureChunk { rows, view: texture.create_view(&Default::default()), texture, bytes, stats: gpu.pool.clone() });
+        }
+        // Write each part's rows where they land, split at texture boundaries.
+        let mut row = 0usize;
+        for part in parts {
+            let mut rest: &[u8] = part;
+            while !rest.is_empty() {
+                let chunk = &chunks[row / max_rows];
+                let take = (chunk.rows.end - row).min(rest.len() / row_bytes);
+                let (now, later) = rest.split_at(take * row_bytes);
+                gpu.queue.write_texture(
+                    wgpu::TexelCopyTextureInfo {
+                        texture: &chunk.texture,
+                        mip_level: 0,
+                        origin: wgpu::Origin3d { x: 0, y: (row - chunk.rows.start) as u32, z: 0 },
+                        aspect: wgpu::TextureAspect::All,
+                    },
+                    now,
+                    wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(row_bytes as u32), rows_per_image: None },
+                    wgpu::Extent3d { width: (k / 4) as u32, height: take as u32, depth_or_array_layers: 1 },
+                );
+                row += take;
+                rest = later;
+            }
+        }
+        Ok(Matrix { n, k, dtype, store: Store::Textures(chunks) })
+    }
+
+    /// Wrap a [N, K] tensor already on the device (buffer layout).
+    pub fn from_tensor(t: Tensor) -> Result<Matrix> {
+        let &[n, k] = t.shape() else {
+            return shape_err("matrix", format!("a matrix must be [N, K], got {:?}", t.shape()));
+        };
+        Ok(Matrix { n, k, dtype: t.dtype(), store: Store::Buffer(t) })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+
+    pub fn cols(&self) -> usize {
+        self.k
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn is_texture(&self) -> bool {
+        matches!(self.store, Store::Textures(_))
+    }
+}
