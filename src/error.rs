@@ -14,11 +14,17 @@ pub enum Error {
 
     /// Reading an input file failed.
     #[error("{}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     /// Writing an output failed. Exit code 1.
     #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error(transparent)]
     Kernel(#[from] KernelError),
@@ -46,7 +52,10 @@ impl Error {
     }
 
     pub fn read(path: &Path, source: std::io::Error) -> Error {
-        Error::Read { path: path.to_path_buf(), source }
+        Error::Read {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 

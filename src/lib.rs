@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod error;
 pub mod models;
+pub mod noiseshift;
 pub mod progress;
 pub mod sampler;
 pub mod schedule;

@@ -19,14 +19,22 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total);
             bar.set_style(
-                ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}  {elapsed_precise} elapsed, ETA {eta_precise}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {pos}/{len}  {elapsed_precise} elapsed, ETA {eta_precise}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             bar.set_message(label.to_string());
             bar
         });
-        Progress { bar, label: label.to_string(), total, done: 0, start: Instant::now() }
+        Progress {
+            bar,
+            label: label.to_string(),
+            total,
+            done: 0,
+            start: Instant::now(),
+        }
     }
 
     /// Advance by `n` and say what was just done.
@@ -39,8 +47,15 @@ impl Progress {
             }
             None => {
                 let elapsed = self.start.elapsed().as_secs_f64();
-                let eta = if self.done > 0 { elapsed / self.done as f64 * (self.total - self.done.min(self.total)) as f64 } else { 0.0 };
-                eprintln!("{} {}/{} {what}: {elapsed:.1} s elapsed, ETA {eta:.1} s", self.label, self.done, self.total);
+                let eta = if self.done > 0 {
+                    elapsed / self.done as f64 * (self.total - self.done.min(self.total)) as f64
+                } else {
+                    0.0
+                };
+                eprintln!(
+                    "{} {}/{} {what}: {elapsed:.1} s elapsed, ETA {eta:.1} s",
+                    self.label, self.done, self.total
+                );
             }
         }
     }

@@ -21,7 +21,11 @@ pub fn sd3_sigmas(steps: usize, shift: f64) -> Vec<f64> {
     let (hi, lo) = (1000.0, 1000.0 * sigma_min);
     let mut sigmas: Vec<f64> = (0..steps)
         .map(|i| {
-            let t = if steps == 1 { hi } else { hi + (lo - hi) * i as f64 / (steps - 1) as f64 };
+            let t = if steps == 1 {
+                hi
+            } else {
+                hi + (lo - hi) * i as f64 / (steps - 1) as f64
+            };
             f64::from(shift_sigma(t / 1000.0, shift) as f32)
         })
         .collect();

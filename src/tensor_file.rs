@@ -31,7 +31,10 @@ impl HostTensor {
         let row: usize = self.shape[1..].iter().product();
         let mut shape = self.shape.clone();
         shape[0] = range.len();
-        HostTensor { shape, data: self.data[range.start * row..range.end * row].to_vec() }
+        HostTensor {
+            shape,
+            data: self.data[range.start * row..range.end * row].to_vec(),
+        }
     }
 
     /// The rows at `indices` of the first dimension, in that order (repeats allowed).
@@ -39,7 +42,10 @@ impl HostTensor {
         let row: usize = self.shape[1..].iter().product();
         let mut shape = self.shape.clone();
         shape[0] = indices.len();
-        let data = indices.iter().flat_map(|&i| self.data[i * row..(i + 1) * row].iter().copied()).collect();
+        let data = indices
+            .iter()
+            .flat_map(|&i| self.data[i * row..(i + 1) * row].iter().copied())
+            .collect();
         HostTensor { shape, data }
     }
 }
@@ -51,16 +57,26 @@ pub fn read(path: &Path) -> Result<HashMap<String, HostTensor>> {
     let mut out = HashMap::new();
     for name in names {
         let t = set.get(&name)?;
-        out.insert(name, HostTensor { shape: t.shape.to_vec(), data: t.dtype.to_f32(t.bytes) });
+        out.insert(
+            name,
+            HostTensor {
+                shape: t.shape.to_vec(),
+                data: t.dtype.to_f32(t.bytes),
+            },
+        );
     }
     Ok(out)
 }
 
 /// Take tensor `name` out of a file's tensors, or say which file lacks it.
-pub fn take(tensors: &mut HashMap<String, HostTensor>, name: &str, path: &Path) -> Result<HostTensor> {
-    tensors.remove(name).ok_or_else(|| {
-        Error::Input(format!("{} has no tensor '{name}'", path.display()))
-    })
+pub fn take(
+    tensors: &mut HashMap<String, HostTensor>,
+    name: &str,
+    path: &Path,
+) -> Result<HostTensor> {
+    tensors
+        .remove(name)
+        .ok_or_else(|| Error::Input(format!("{} has no tensor '{name}'", path.display())))
 }
 
 /// Write f32 tensors to `path` atomically (a temporary file in the same folder, then rename).
@@ -68,8 +84,12 @@ pub fn write(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result<()> {
     let views = tensors
         .iter()
         .map(|(name, t)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytemuck::cast_slice(&t.data))
-                .map_err(|e| Error::Failure(format!("tensor '{name}': {e}")))?;
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                t.shape.clone(),
+                bytemuck::cast_slice(&t.data),
+            )
+            .map_err(|e| Error::Failure(format!("tensor '{name}': {e}")))?;
             Ok((name.to_string(), view))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -80,14 +100,29 @@ pub fn write(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result<()> {
 /// Write bytes to `path` through a temporary sibling and a rename, so a reader never sees a
 /// partial file and a failure leaves any previous file intact.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::Write { path: dir.to_path_buf(), source: e })?;
-    let name = path.file_name().ok_or_else(|| Error::Input(format!("{} is not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::Write {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Input(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::Write { path: path.to_path_buf(), source: e });
+        return Err(Error::Write {
+            path: path.to_path_buf(),
+            source: e,
+        });
     }
     Ok(())
 }
@@ -97,5 +132,8 @@ pub fn download(gpu: &Gpu, t: &Tensor) -> Result<HostTensor> {
     if t.dtype() != DType::F32 {
         return input(format!("expected an f32 tensor, got {}", t.dtype()));
     }
-    Ok(HostTensor { shape: t.shape().to_vec(), data: t.to_vec(gpu)? })
+    Ok(HostTensor {
+        shape: t.shape().to_vec(),
+        data: t.to_vec(gpu)?,
+    })
 }

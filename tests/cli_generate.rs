@@ -11,13 +11,15 @@ use common::*;
 
 fn noiseshift() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_noiseshift"));
-    c.env_remove("NOISESHIFT_DEVICE").env_remove("NOISESHIFT_MODEL");
+    c.env_remove("NOISESHIFT_DEVICE")
+        .env_remove("NOISESHIFT_MODEL");
     c
 }
 
 fn run_case(case: &str) {
     let dir = fixtures().join("generate").join(case);
-    let spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let out_file = out.path().join("latents.safetensors");
     let status = noiseshift()
@@ -27,15 +29,26 @@ fn run_case(case: &str) {
         .arg(dir.join("embeds.safetensors"))
         .arg("--latents")
         .arg(dir.join("latents.safetensors"))
-        .args(["--steps", &spec["steps"].to_string(), "--guidance", &spec["guidance"].to_string()])
+        .args([
+            "--steps",
+            &spec["steps"].to_string(),
+            "--guidance",
+            &spec["guidance"].to_string(),
+        ])
         .args(["--shift", &spec["shift"].to_string()])
         .arg("--output-latents")
         .arg(&out_file)
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let got = read(&out_file).remove("latents").unwrap();
-    let want = read(&dir.join("expected.safetensors")).remove("latents").unwrap();
+    let want = read(&dir.join("expected.safetensors"))
+        .remove("latents")
+        .unwrap();
     assert_eq!(got.shape, want.shape);
     assert_max_rel(case, &got.data, &want.data, 1e-4);
 }
@@ -73,7 +86,10 @@ fn generate_err(extra: &[&str], output: &Path) -> (i32, String) {
         .args(extra)
         .output()
         .unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -83,8 +99,14 @@ fn bad_requests_are_clear_errors_and_write_nothing() {
     let cases: [(&[&str], &str); 7] = [
         (&["--prompt", "a cat"], "text_encoder"),
         (&["--out", "x.png", "--guidance", "1"], "vae"),
-        (&["--width", "72", "--height", "64", "--guidance", "1"], "multiples of 16"),
-        (&["--width", "256", "--height", "64", "--guidance", "1"], "position grid"),
+        (
+            &["--width", "72", "--height", "64", "--guidance", "1"],
+            "multiples of 16",
+        ),
+        (
+            &["--width", "256", "--height", "64", "--guidance", "1"],
+            "position grid",
+        ),
         (&["--guidance", "7", "--steps", "2"], "negative"),
         (&["--steps", "0"], "--steps"),
         (&["--shift=-1", "--guidance", "1"], "--shift"),
@@ -92,14 +114,25 @@ fn bad_requests_are_clear_errors_and_write_nothing() {
     for (args, needle) in cases {
         let (code, err) = generate_err(args, &out);
         assert_eq!(code, 2, "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: expected '{needle}' in: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected '{needle}' in: {err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
         assert!(!out.exists(), "{args:?} left an output file");
     }
     // Given latents work with the defaults; embeddings whose batch is neither the latents' nor 1 do not.
     let case = fixtures().join("generate/sd3-tiny-6x10-b2-cfg");
     let (code, err) = generate_err(
-        &["--latents", fixtures().join("generate/sd3-tiny-8x8-b1/latents.safetensors").to_str().unwrap(), "--guidance", "1"],
+        &[
+            "--latents",
+            fixtures()
+                .join("generate/sd3-tiny-8x8-b1/latents.safetensors")
+                .to_str()
+                .unwrap(),
+            "--guidance",
+            "1",
+        ],
         &out,
     );
     assert_eq!(code, 0, "{err}");
@@ -109,13 +142,28 @@ fn bad_requests_are_clear_errors_and_write_nothing() {
         .arg(fixtures().join("sd3-tiny"))
         .arg("--embeds")
         .arg(case.join("embeds.safetensors"))
-        .args(["--seed", "1", "--batch", "3", "--guidance", "1", "--width", "64", "--height", "64", "--output-latents"])
+        .args([
+            "--seed",
+            "1",
+            "--batch",
+            "3",
+            "--guidance",
+            "1",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--output-latents",
+        ])
         .arg(&out)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("batch 2") && err.contains("expected 3"), "{err}");
+    assert!(
+        err.contains("batch 2") && err.contains("expected 3"),
+        "{err}"
+    );
     assert!(!out.exists());
 }
 
@@ -124,7 +172,19 @@ fn seeded_noise_is_reproducible_and_sizes_default_to_the_model() {
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str| {
         let out = dir.path().join(name);
-        let (code, err) = generate_err(&["--seed", "7", "--steps", "2", "--guidance", "1", "--batch", "2"], &out);
+        let (code, err) = generate_err(
+            &[
+                "--seed",
+                "7",
+                "--steps",
+                "2",
+                "--guidance",
+                "1",
+                "--batch",
+                "2",
+            ],
+            &out,
+        );
         assert_eq!(code, 0, "{err}");
         read(&out).remove("latents").unwrap()
     };

@@ -19,21 +19,39 @@ fn source() -> PathBuf {
 
 /// Copy the sd3-tiny transformer into a bare transformer folder, editing tensors on the way:
 /// `edit(name)` returns None to drop a tensor, or its (dtype, shape, bytes).
-fn rewrite(dir: &Path, edit: impl Fn(&str, Dtype, Vec<usize>, Vec<u8>) -> Option<(Dtype, Vec<usize>, Vec<u8>)>) -> PathBuf {
+fn rewrite(
+    dir: &Path,
+    edit: impl Fn(&str, Dtype, Vec<usize>, Vec<u8>) -> Option<(Dtype, Vec<usize>, Vec<u8>)>,
+) -> PathBuf {
     let bytes = std::fs::read(source()).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut kept = Vec::new();
     for (name, view) in st.tensors() {
-        if let Some(t) = edit(&name, view.dtype(), view.shape().to_vec(), view.data().to_vec()) {
+        if let Some(t) = edit(
+            &name,
+            view.dtype(),
+            view.shape().to_vec(),
+            view.data().to_vec(),
+        ) {
             kept.push((name, t));
         }
     }
-    let views: Vec<(String, TensorView)> =
-        kept.iter().map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    let views: Vec<(String, TensorView)> = kept
+        .iter()
+        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
     let out = dir.join("model");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("diffusion_pytorch_model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
-    std::fs::copy(fixtures().join("sd3-tiny/transformer/config.json"), out.join("config.json")).unwrap();
+    std::fs::write(
+        out.join("diffusion_pytorch_model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("sd3-tiny/transformer/config.json"),
+        out.join("config.json"),
+    )
+    .unwrap();
     out
 }
 
@@ -53,18 +71,37 @@ fn load_err(gpu: &Gpu, model: &Path) -> String {
 fn missing_misshapen_and_wrongly_typed_tensors() {
     let gpu = gpu();
     let dir = tempfile::tempdir().unwrap();
-    let missing = rewrite(&dir.path().join("a"), |n, d, s, b| (n != "transformer_blocks.1.ff.net.2.weight").then_some((d, s, b)));
+    let missing = rewrite(&dir.path().join("a"), |n, d, s, b| {
+        (n != "transformer_blocks.1.ff.net.2.weight").then_some((d, s, b))
+    });
     let e = load_err(&gpu, &missing);
-    assert!(e.contains("missing tensor 'transformer_blocks.1.ff.net.2.weight'") && e.contains("diffusion_pytorch_model.safetensors"), "{e}");
+    assert!(
+        e.contains("missing tensor 'transformer_blocks.1.ff.net.2.weight'")
+            && e.contains("diffusion_pytorch_model.safetensors"),
+        "{e}"
+    );
 
     let misshapen = rewrite(&dir.path().join("b"), |n, d, s, b| {
-        Some(if n == "context_embedder.weight" { (d, vec![s[1], s[0]], b) } else { (d, s, b) })
+        Some(if n == "context_embedder.weight" {
+            (d, vec![s[1], s[0]], b)
+        } else {
+            (d, s, b)
+        })
     });
     let e = load_err(&gpu, &misshapen);
-    assert!(e.contains("'context_embedder.weight'") && e.contains("[96, 64]") && e.contains("expected [64, 96]"), "{e}");
+    assert!(
+        e.contains("'context_embedder.weight'")
+            && e.contains("[96, 64]")
+            && e.contains("expected [64, 96]"),
+        "{e}"
+    );
 
     let wrong_dtype = rewrite(&dir.path().join("c"), |n, d, s, b| {
-        Some(if n == "proj_out.weight" { (Dtype::I16, s, b) } else { (d, s, b) })
+        Some(if n == "proj_out.weight" {
+            (Dtype::I16, s, b)
+        } else {
+            (d, s, b)
+        })
     });
     let e = load_err(&gpu, &wrong_dtype);
     assert!(e.contains("'proj_out.weight'") && e.contains("I16"), "{e}");
@@ -74,7 +111,14 @@ fn missing_misshapen_and_wrongly_typed_tensors() {
         if n != "transformer_blocks.0.attn.to_k.weight" {
             return Some((d, s, b));
         }
-        let wide: Vec<u8> = b.chunks(2).flat_map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32().to_le_bytes()).collect();
+        let wide: Vec<u8> = b
+            .chunks(2)
+            .flat_map(|c| {
+                half::bf16::from_le_bytes([c[0], c[1]])
+                    .to_f32()
+                    .to_le_bytes()
+            })
+            .collect();
         Some((Dtype::F32, s, wide))
     });
     let e = load_err(&gpu, &mixed);
@@ -83,14 +127,30 @@ fn missing_misshapen_and_wrongly_typed_tensors() {
 
 #[test]
 fn tensor_larger_than_the_device_allows() {
-    let gpu = Gpu::new(&GpuOptions { max_buffer_bytes: Some(4096), ..Default::default() }).unwrap();
+    let gpu = Gpu::new(&GpuOptions {
+        max_buffer_bytes: Some(4096),
+        ..Default::default()
+    })
+    .unwrap();
     let e = load_err(&gpu, &fixtures().join("sd3-tiny"));
-    assert!(e.contains("tensor '") && e.contains("diffusion_pytorch_model.safetensors") && e.contains("limit"), "{e}");
+    assert!(
+        e.contains("tensor '")
+            && e.contains("diffusion_pytorch_model.safetensors")
+            && e.contains("limit"),
+        "{e}"
+    );
 }
 
 fn inspect(path: &Path) -> (i32, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_noiseshift")).arg("inspect").arg(path).output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
+    let o = Command::new(env!("CARGO_BIN_EXE_noiseshift"))
+        .arg("inspect")
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -139,9 +199,18 @@ fn inspect_reports_the_contract_keys() {
     for (model, family, format, dual) in [
         ("sd3-tiny", "sd3", "diffusers", vec![]),
         ("sd35-tiny", "sd3.5-medium", "diffusers", vec![0]),
-        ("sd35-tiny-single.safetensors", "sd3.5-medium", "single-file", vec![0]),
+        (
+            "sd35-tiny-single.safetensors",
+            "sd3.5-medium",
+            "single-file",
+            vec![0],
+        ),
     ] {
-        let o = Command::new(env!("CARGO_BIN_EXE_noiseshift")).args(["inspect", "--json"]).arg(fixtures().join(model)).output().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_noiseshift"))
+            .args(["inspect", "--json"])
+            .arg(fixtures().join(model))
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(j["family"], family);
@@ -153,7 +222,13 @@ fn inspect_reports_the_contract_keys() {
         assert_eq!(j["dual_attention_layers"], serde_json::json!(dual));
         assert!(j["parameters"].as_u64().unwrap() > 100_000);
         assert!(j["bytes"].as_u64().unwrap() > 2 * 100_000);
-        assert!(j["components"].as_array().unwrap().iter().any(|c| c == "transformer"));
+        assert!(
+            j["components"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == "transformer")
+        );
         assert_eq!(j["depth"], if family == "sd3" { 2 } else { 3 });
     }
 }

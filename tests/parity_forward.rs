@@ -8,14 +8,27 @@ use common::*;
 fn check(model: &str, case: &str) {
     for gpu in all_gpus() {
         let m = load_model(&gpu, model);
-        let mut t = read(&fixtures().join("forward").join(format!("{case}.safetensors")));
+        let mut t = read(
+            &fixtures()
+                .join("forward")
+                .join(format!("{case}.safetensors")),
+        );
         let latents = t["latents"].upload(&gpu).unwrap();
-        let sigmas: Vec<f64> = t["timestep"].data.iter().map(|&v| f64::from(v) / 1000.0).collect();
+        let sigmas: Vec<f64> = t["timestep"]
+            .data
+            .iter()
+            .map(|&v| f64::from(v) / 1000.0)
+            .collect();
         let text = text(&gpu, &t["prompt_embeds"], &t["pooled_prompt_embeds"]);
         let out = m.forward(&gpu, &latents, &sigmas, &text).unwrap();
         let want = t.remove("output").unwrap();
         assert_eq!(out.shape(), &want.shape[..]);
-        assert_max_rel(&format!("{case} on {}", gpu.adapter.label()), &out.to_vec(&gpu).unwrap(), &want.data, 1e-4);
+        assert_max_rel(
+            &format!("{case} on {}", gpu.adapter.label()),
+            &out.to_vec(&gpu).unwrap(),
+            &want.data,
+            1e-4,
+        );
     }
 }
 

@@ -40,7 +40,13 @@ pub fn measure(gpu: &Gpu) -> Result<Ceilings> {
         let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;
         let grid = [groups.min(max_x) as u32, groups.div_ceil(max_x) as u32, 1];
         let secs = best_seconds(gpu, &|| {
-            gpu.dispatch(&kernel, words(&[iters, 0.5f32.to_bits()]), &[out.bind("out")], grid, Cost::new(flops, 0.0))
+            gpu.dispatch(
+                &kernel,
+                words(&[iters, 0.5f32.to_bits()]),
+                &[out.bind("out")],
+                grid,
+                Cost::new(flops, 0.0),
+            )
         })?;
         if secs >= MIN_SECONDS || groups >= 1 << 22 {
             break flops / secs / 1e9;
@@ -54,7 +60,16 @@ pub fn measure(gpu: &Gpu) -> Result<Ceilings> {
     let y = Tensor::empty(gpu, &[n4 * 4], DType::F32)?;
     let kernel = Kernel::new("copy", &["common.wgsl", "copy.wgsl"]);
     let secs = best_seconds(gpu, &|| {
-        gpu.dispatch(&kernel, words(&[n4 as u32]), &[x.bind("x"), y.bind("y")], grid_flat(gpu, n4), Cost::new(0.0, 2.0 * bytes as f64))
+        gpu.dispatch(
+            &kernel,
+            words(&[n4 as u32]),
+            &[x.bind("x"), y.bind("y")],
+            grid_flat(gpu, n4),
+            Cost::new(0.0, 2.0 * bytes as f64),
+        )
     })?;
-    Ok(Ceilings { gflops, gbps: 2.0 * bytes as f64 / secs / 1e9 })
+    Ok(Ceilings {
+        gflops,
+        gbps: 2.0 * bytes as f64 / secs / 1e9,
+    })
 }

@@ -148,20 +148,27 @@ fn choose(adapters: Vec<wgpu::Adapter>, selector: Option<&str>) -> Result<wgpu::
     let Some(sel) = selector.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(adapters.into_iter().next().expect("not empty"));
     };
-    let reports: Vec<AdapterReport> =
-        adapters.iter().enumerate().map(|(i, a)| AdapterReport::new(i, a)).collect();
+    let reports: Vec<AdapterReport> = adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AdapterReport::new(i, a))
+        .collect();
     let found = match sel.parse::<usize>() {
         Ok(i) => (i < adapters.len()).then_some(i),
         Err(_) => {
             let needle = sel.to_lowercase();
-            reports.iter().position(|r| r.label().to_lowercase().contains(&needle))
+            reports
+                .iter()
+                .position(|r| r.label().to_lowercase().contains(&needle))
         }
     };
     match found {
         Some(i) => Ok(adapters.into_iter().nth(i).expect("index checked")),
         None => {
-            let list: Vec<String> =
-                reports.iter().map(|r| format!("  {}: {}", r.index, r.label())).collect();
+            let list: Vec<String> = reports
+                .iter()
+                .map(|r| format!("  {}: {}", r.index, r.label()))
+                .collect();
             Err(KernelError::NoAdapter(format!(
                 "no adapter matches device '{sel}'; available:\n{}",
                 list.join("\n")
@@ -184,7 +191,12 @@ const DISPATCHES_PER_SUBMIT: usize = 512;
 #[derive(Clone, Copy)]
 pub enum Bind<'a> {
     /// A byte range of a storage buffer; `label` names the operand in errors.
-    Buffer { buffer: &'a wgpu::Buffer, offset: u64, size: u64, label: &'a str },
+    Buffer {
+        buffer: &'a wgpu::Buffer,
+        offset: u64,
+        size: u64,
+        label: &'a str,
+    },
     /// A sampled texture read with `textureLoad`, or a storage texture written by a pack kernel.
     Texture(&'a wgpu::TextureView),
 }
@@ -226,8 +238,11 @@ impl Gpu {
         let env = std::env::var(DEVICE_ENV).ok();
         let selector = options.device.as_deref().or(env.as_deref());
         let adapters = sorted_adapters(&instance);
-        let reports: Vec<AdapterReport> =
-            adapters.iter().enumerate().map(|(i, a)| AdapterReport::new(i, a)).collect();
+        let reports: Vec<AdapterReport> = adapters
+            .iter()
+            .enumerate()
+            .map(|(i, a)| AdapterReport::new(i, a))
+            .collect();
         let adapter = choose(adapters, selector)?;
         let name = adapter.get_info().name;
         let report = reports
@@ -243,11 +258,13 @@ impl Gpu {
         let features = available & wanted;
         let mut limits = adapter.limits();
         if let Some(max) = options.max_binding_bytes {
-            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(max);
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(max);
         }
         if let Some(max) = options.max_buffer_bytes {
             limits.max_buffer_size = limits.max_buffer_size.min(max);
-            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(max);
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(max);
         }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("noiseshift"),
@@ -303,12 +320,22 @@ impl Gpu {
 
     /// A binding for an optional operand that is absent (the kernel's flag says not to read it).
     pub(crate) fn unused(&self) -> Bind<'_> {
-        Bind::Buffer { buffer: &self.unused, offset: 0, size: 16, label: "unused" }
+        Bind::Buffer {
+            buffer: &self.unused,
+            offset: 0,
+            size: 16,
+            label: "unused",
+        }
     }
 
     /// A texture of at least width x height rgba32float texels for `slot`. Reused across
     /// dispatches: wgpu orders each write after the previous reader of the same texture.
-    pub(crate) fn scratch_texture(&self, slot: Scratch, width: u32, height: u32) -> Result<(wgpu::Texture, wgpu::TextureView)> {
+    pub(crate) fn scratch_texture(
+        &self,
+        slot: Scratch,
+        width: u32,
+        height: u32,
+    ) -> Result<(wgpu::Texture, wgpu::TextureView)> {
         let mut cache = self.scratch.borrow_mut();
         let entry = &mut cache[slot as usize];
         if let Some((w, h, tex, view)) = entry.as_ref()
@@ -317,7 +344,9 @@ impl Gpu {
         {
             return Ok((tex.clone(), view.clone()));
         }
-        let (w, h) = entry.as_ref().map_or((width, height), |(w, h, ..)| ((*w).max(width), (*h).max(height)));
+        let (w, h) = entry.as_ref().map_or((width, height), |(w, h, ..)| {
+            ((*w).max(width), (*h).max(height))
+        });
         let max = self.limits.max_texture_dimension_2d;
         if w > max || h > max {
             return Err(KernelError::TooLarge {
@@ -327,11 +356,19 @@ impl Gpu {
                 limit_name: "max_texture_dimension_2d",
             });
         }
-        let writer = if slot == Scratch::Copied { wgpu::TextureUsages::COPY_DST } else { wgpu::TextureUsages::STORAGE_BINDING };
+        let writer = if slot == Scratch::Copied {
+            wgpu::TextureUsages::COPY_DST
+        } else {
+            wgpu::TextureUsages::STORAGE_BINDING
+        };
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let texture = self.device.create_texture(&wgpu::TextureDescriptor {
             label: Some("scratch"),
-            size: wgpu::Extent3d { width: w, height: h, depth_or_array_layers: 1 },
+            size: wgpu::Extent3d {
+                width: w,
+                height: h,
+                depth_or_array_layers: 1,
+            },
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
@@ -340,7 +377,9 @@ impl Gpu {
             view_formats: &[],
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(KernelError::Device(format!("out of device memory for a {w}x{h} scratch texture: {e}")));
+            return Err(KernelError::Device(format!(
+                "out of device memory for a {w}x{h} scratch texture: {e}"
+            )));
         }
         let view = texture.create_view(&Default::default());
         *entry = Some((w, h, texture.clone(), view.clone()));
@@ -349,15 +388,35 @@ impl Gpu {
 
     /// Record a copy of `rows` rows of `row_bytes` (a multiple of 256) from `buffer` at `offset`
     /// into the top-left of `texture`.
-    pub(crate) fn copy_to_texture(&self, buffer: &wgpu::Buffer, offset: u64, row_bytes: u32, rows: u32, texture: &wgpu::Texture) {
+    pub(crate) fn copy_to_texture(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        row_bytes: u32,
+        rows: u32,
+        texture: &wgpu::Texture,
+    ) {
         self.with_encoder(|enc| {
             enc.copy_buffer_to_texture(
                 wgpu::TexelCopyBufferInfo {
                     buffer,
-                    layout: wgpu::TexelCopyBufferLayout { offset, bytes_per_row: Some(row_bytes), rows_per_image: None },
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset,
+                        bytes_per_row: Some(row_bytes),
+                        rows_per_image: None,
+                    },
                 },
-                wgpu::TexelCopyTextureInfo { texture, mip_level: 0, origin: wgpu::Origin3d::ZERO, aspect: wgpu::TextureAspect::All },
-                wgpu::Extent3d { width: row_bytes / 16, height: rows, depth_or_array_layers: 1 },
+                wgpu::TexelCopyTextureInfo {
+                    texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d::ZERO,
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d {
+                    width: row_bytes / 16,
+                    height: rows,
+                    depth_or_array_layers: 1,
+                },
             )
         });
     }
@@ -398,7 +457,8 @@ impl Gpu {
     fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
         let mut rec = self.recorder.borrow_mut();
         let enc = rec.encoder.get_or_insert_with(|| {
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
         });
         f(enc)
     }
@@ -425,7 +485,13 @@ impl Gpu {
             return Ok(());
         }
         for b in binds {
-            if let Bind::Buffer { size, label, offset, .. } = b {
+            if let Bind::Buffer {
+                size,
+                label,
+                offset,
+                ..
+            } = b
+            {
                 self.check_binding(&format!("{} operand '{label}'", kernel.name), *size)?;
                 debug_assert_eq!(
                     offset % u64::from(self.limits.min_storage_buffer_offset_alignment),
@@ -437,27 +503,35 @@ impl Gpu {
         let pipeline = self.pipeline(kernel)?;
         let mut padded = params.to_vec();
         padded.resize(params.len().next_multiple_of(16).max(16), 0);
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: &padded,
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let uniform = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: &padded,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: uniform.as_entire_binding(),
         }];
         for (i, b) in binds.iter().enumerate() {
             let resource = match b {
-                Bind::Buffer { buffer, offset, size, .. } => {
-                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer,
-                        offset: *offset,
-                        size: wgpu::BufferSize::new(*size),
-                    })
-                }
+                Bind::Buffer {
+                    buffer,
+                    offset,
+                    size,
+                    ..
+                } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer,
+                    offset: *offset,
+                    size: wgpu::BufferSize::new(*size),
+                }),
                 Bind::Texture(view) => wgpu::BindingResource::TextureView(view),
             };
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource });
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource,
+            });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.name),
@@ -485,7 +559,9 @@ impl Gpu {
         if let Some(start) = wall {
             drop(profiler);
             self.finish()?;
-            self.profiler.borrow_mut().record_wall(kernel.name, cost, start.elapsed());
+            self.profiler
+                .borrow_mut()
+                .record_wall(kernel.name, cost, start.elapsed());
         } else if dispatches >= DISPATCHES_PER_SUBMIT || profiler.query_set_full() {
             drop(profiler);
             self.flush()?;
@@ -494,7 +570,14 @@ impl Gpu {
     }
 
     /// Record a buffer-to-buffer copy in order with the dispatches around it.
-    pub(crate) fn copy(&self, src: &wgpu::Buffer, src_off: u64, dst: &wgpu::Buffer, dst_off: u64, size: u64) {
+    pub(crate) fn copy(
+        &self,
+        src: &wgpu::Buffer,
+        src_off: u64,
+        dst: &wgpu::Buffer,
+        dst_off: u64,
+        size: u64,
+    ) {
         self.with_encoder(|enc| enc.copy_buffer_to_buffer(src, src_off, dst, dst_off, size));
     }
 
@@ -515,11 +598,13 @@ impl Gpu {
         // queue.write_buffer would run before the pending commands; go through a staging copy.
         let mut padded = data.to_vec();
         padded.resize(len, 0);
-        let staging = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("upload"),
-            contents: &padded,
-            usage: wgpu::BufferUsages::COPY_SRC,
-        });
+        let staging = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("upload"),
+                contents: &padded,
+                usage: wgpu::BufferUsages::COPY_SRC,
+            });
         self.copy(&staging, 0, buffer, offset, len as u64);
     }
 
@@ -533,9 +618,9 @@ impl Gpu {
         let mut profiler = self.profiler.borrow_mut();
         let mut encoder = match encoder {
             Some(e) => e,
-            None if profiler.has_unresolved() => {
-                self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-            }
+            None if profiler.has_unresolved() => self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }),
             None => return self.take_error(),
         };
         profiler.resolve(&mut encoder);
@@ -565,7 +650,12 @@ impl Gpu {
     }
 
     /// Copy `size` bytes at `offset` of `buffer` back to the host.
-    pub(crate) fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+    pub(crate) fn read_bytes(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
         let len = size.next_multiple_of(4);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -597,7 +687,12 @@ impl Gpu {
     }
 
     /// Allocate a device buffer, turning out-of-memory into an error instead of a panic.
-    pub(crate) fn create_buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+    pub(crate) fn create_buffer(
+        &self,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
         if size > self.limits.max_buffer_size {
             return Err(KernelError::TooLarge {
                 what: format!("buffer '{label}'"),
@@ -614,7 +709,9 @@ impl Gpu {
             mapped_at_creation: false,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(KernelError::Device(format!("out of device memory for '{label}' ({size} bytes): {e}")));
+            return Err(KernelError::Device(format!(
+                "out of device memory for '{label}' ({size} bytes): {e}"
+            )));
         }
         Ok(buffer)
     }
@@ -626,7 +723,10 @@ mod tests {
 
     #[test]
     fn unknown_device_lists_the_available_ones() {
-        let err = Gpu::new(&GpuOptions { device: Some("no-such-gpu-xyz".into()), ..Default::default() });
+        let err = Gpu::new(&GpuOptions {
+            device: Some("no-such-gpu-xyz".into()),
+            ..Default::default()
+        });
         match err {
             Err(KernelError::NoAdapter(msg)) => {
                 assert!(msg.contains("no-such-gpu-xyz"), "{msg}");
@@ -640,7 +740,11 @@ mod tests {
     fn index_selects_in_listed_order() {
         let list = list_adapters();
         let last = list.len() - 1;
-        let gpu = Gpu::new(&GpuOptions { device: Some(last.to_string()), ..Default::default() }).unwrap();
+        let gpu = Gpu::new(&GpuOptions {
+            device: Some(last.to_string()),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(gpu.adapter.label(), list[last].label());
     }
 }

@@ -18,7 +18,12 @@ pub enum KernelError {
         "{what} needs {bytes} bytes, more than this device's limit of {limit} bytes ({limit_name}); \
          use a smaller batch or resolution, or a device with larger limits"
     )]
-    TooLarge { what: String, bytes: u64, limit: u64, limit_name: &'static str },
+    TooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+        limit_name: &'static str,
+    },
 
     /// No adapter, or the requested one does not exist.
     #[error("{0}")]
@@ -30,12 +35,19 @@ pub enum KernelError {
 
     /// A WGSL source failed to parse or validate; the message names the shader file and line.
     #[error("shader {file}:{line}: {message}")]
-    Shader { file: String, line: usize, message: String },
+    Shader {
+        file: String,
+        line: usize,
+        message: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, KernelError>;
 
 /// Shorthand for a shape error.
 pub fn shape_err<T>(op: &'static str, message: impl Into<String>) -> Result<T> {
-    Err(KernelError::Shape { op, message: message.into() })
+    Err(KernelError::Shape {
+        op,
+        message: message.into(),
+    })
 }

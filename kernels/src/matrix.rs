@@ -55,7 +55,11 @@ impl std::fmt::Debug for Matrix {
             Store::Buffer(_) => "buffer",
             Store::Textures(_) => "texture",
         };
-        write!(f, "Matrix([{}, {}], {}, {layout})", self.n, self.k, self.dtype)
+        write!(
+            f,
+            "Matrix([{}, {}], {}, {layout})",
+            self.n, self.k, self.dtype
+        )
     }
 }
 
@@ -77,28 +81,53 @@ impl Matrix {
             MatrixLayout::Texture if fits => Ok(true),
             MatrixLayout::Texture => shape_err(
                 "matrix",
-                format!("K = {k} cannot be a texture (needs a multiple of 4 up to {})", 4 * gpu.limits.max_texture_dimension_2d),
+                format!(
+                    "K = {k} cannot be a texture (needs a multiple of 4 up to {})",
+                    4 * gpu.limits.max_texture_dimension_2d
+                ),
             ),
         }
     }
 
     /// Upload [N, K] from its stored bytes, given as consecutive row blocks (q, k, v stacked).
-    pub fn upload(gpu: &Gpu, n: usize, k: usize, dtype: DType, parts: &[&[u8]], layout: MatrixLayout) -> Result<Matrix> {
+    pub fn upload(
+        gpu: &Gpu,
+        n: usize,
+        k: usize,
+        dtype: DType,
+        parts: &[&[u8]],
+        layout: MatrixLayout,
+    ) -> Result<Matrix> {
         let row_bytes = k * dtype.size();
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if total != n * row_bytes || parts.iter().any(|p| p.len() % row_bytes.max(1) != 0) {
-            return shape_err("matrix", format!("[{n}, {k}] {dtype} needs whole rows, {} bytes; got parts of {total} bytes", n * row_bytes));
+            return shape_err(
+                "matrix",
+                format!(
+                    "[{n}, {k}] {dtype} needs whole rows, {} bytes; got parts of {total} bytes",
+                    n * row_bytes
+                ),
+            );
         }
         if !Matrix::wants_texture(gpu, k, layout)? {
             let t = Tensor::from_raw_parts(gpu, &[n, k], dtype, parts)?;
-            return Ok(Matrix { n, k, dtype, store: Store::Buffer(t) });
+            return Ok(Matrix {
+                n,
+                k,
+                dtype,
+                store: Store::Buffer(t),
+            });
         }
         let max_rows = gpu.limits.max_texture_dimension_2d as usize;
         let format = texture_format(dtype);
         let mut chunks = Vec::new();
         for start in (0..n).step_by(max_rows) {
             let rows = start..(start + max_rows).min(n);
-            let size = wgpu::Extent3d { width: (k / 4) as u32, height: rows.len() as u32, depth_or_array_layers: 1 };
+            let size = wgpu::Extent3d {
+                width: (k / 4) as u32,
+                height: rows.len() as u32,
+                depth_or_array_layers: 1,
+            };
             let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
             let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
                 label: Some("weight"),
@@ -111,11 +140,19 @@ impl Matrix {
                 view_formats: &[],
             });
             if let Some(e) = pollster::block_on(scope.pop()) {
-                return Err(KernelError::Device(format!("out of device memory for a [{n}, {k}] weight texture: {e}")));
+                return Err(KernelError::Device(format!(
+                    "out of device memory for a [{n}, {k}] weight texture: {e}"
+                )));
             }
             let bytes = (rows.len() * row_bytes) as u64;
             gpu.pool.note_new(bytes);
-            chunks.push(TextureChunk { rows, view: texture.create_view(&Default::default()), texture, bytes, stats: gpu.pool.clone() });
+            chunks.push(TextureChunk {
+                rows,
+                view: texture.create_view(&Default::default()),
+                texture,
+                bytes,
+                stats: gpu.pool.clone(),
+            });
         }
         // Write each part's rows where they land, split at texture boundaries.
         let mut row = 0usize;
@@ -129,26 +166,51 @@ impl Matrix {
                     wgpu::TexelCopyTextureInfo {
                         texture: &chunk.texture,
                         mip_level: 0,
-                        origin: wgpu::Origin3d { x: 0, y: (row - chunk.rows.start) as u32, z: 0 },
+                        origin: wgpu::Origin3d {
+                            x: 0,
+                            y: (row - chunk.rows.start) as u32,
+                            z: 0,
+                        },
                         aspect: wgpu::TextureAspect::All,
                     },
                     now,
-                    wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(row_bytes as u32), rows_per_image: None },
-                    wgpu::Extent3d { width: (k / 4) as u32, height: take as u32, depth_or_array_layers: 1 },
+                    wgpu::TexelCopyBufferLayout {
+                        offset: 0,
+                        bytes_per_row: Some(row_bytes as u32),
+                        rows_per_image: None,
+                    },
+                    wgpu::Extent3d {
+                        width: (k / 4) as u32,
+                        height: take as u32,
+                        depth_or_array_layers: 1,
+                    },
                 );
                 row += take;
                 rest = later;
             }
         }
-        Ok(Matrix { n, k, dtype, store: Store::Textures(chunks) })
+        Ok(Matrix {
+            n,
+            k,
+            dtype,
+            store: Store::Textures(chunks),
+        })
     }
 
     /// Wrap a [N, K] tensor already on the device (buffer layout).
     pub fn from_tensor(t: Tensor) -> Result<Matrix> {
         let &[n, k] = t.shape() else {
-            return shape_err("matrix", format!("a matrix must be [N, K], got {:?}", t.shape()));
+            return shape_err(
+                "matrix",
+                format!("a matrix must be [N, K], got {:?}", t.shape()),
+            );
         };
-        Ok(Matrix { n, k, dtype: t.dtype(), store: Store::Buffer(t) })
+        Ok(Matrix {
+            n,
+            k,
+            dtype: t.dtype(),
+            store: Store::Buffer(t),
+        })
     }
 
     pub fn rows(&self) -> usize {

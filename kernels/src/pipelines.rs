@@ -78,7 +78,13 @@ pub struct Kernel {
 
 impl Kernel {
     pub fn new(name: &'static str, parts: &[&'static str]) -> Kernel {
-        Kernel { name, parts: parts.to_vec(), constants: Vec::new(), defines: Vec::new(), trusted: false }
+        Kernel {
+            name,
+            parts: parts.to_vec(),
+            constants: Vec::new(),
+            defines: Vec::new(),
+            trusted: false,
+        }
     }
 
     pub fn constant(mut self, name: &'static str, value: u32) -> Kernel {
@@ -111,7 +117,10 @@ impl Composed {
         if defines.is_empty() {
             return;
         }
-        let lines: String = defines.iter().map(|(n, v)| format!("const {n}: u32 = {v}u;\n")).collect();
+        let lines: String = defines
+            .iter()
+            .map(|(n, v)| format!("const {n}: u32 = {v}u;\n"))
+            .collect();
         let at = self.directives_end;
         self.text.insert_str(at, &lines);
         for span in &mut self.spans {
@@ -168,23 +177,44 @@ pub fn compose_sources(sources: &[(&'static str, &str)]) -> Composed {
     // Directives shift every line by their count; account for it in the spans.
     let shift = directives.lines().count();
     let spans = spans.into_iter().map(|(s, f)| (s + shift, f)).collect();
-    Composed { directives_end: directives.len(), text: directives + &body, spans }
+    Composed {
+        directives_end: directives.len(),
+        text: directives + &body,
+        spans,
+    }
 }
 
 /// Parse and validate a composed source with naga; errors name the file and line.
 pub fn validate(composed: &Composed) -> Result<naga::Module> {
     let module = naga::front::wgsl::parse_str(&composed.text).map_err(|e| {
-        let line = e.location(&composed.text).map(|l| l.line_number as usize).unwrap_or(0);
+        let line = e
+            .location(&composed.text)
+            .map(|l| l.line_number as usize)
+            .unwrap_or(0);
         let (file, line) = composed.locate(line);
-        KernelError::Shader { file, line, message: e.message().to_string() }
+        KernelError::Shader {
+            file,
+            line,
+            message: e.message().to_string(),
+        }
     })?;
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-        .validate(&module)
-        .map_err(|e| {
-            let line = e.location(&composed.text).map(|l| l.line_number as usize).unwrap_or(0);
-            let (file, line) = composed.locate(line);
-            KernelError::Shader { file, line, message: format!("{}", e.as_inner()) }
-        })?;
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .map_err(|e| {
+        let line = e
+            .location(&composed.text)
+            .map(|l| l.line_number as usize)
+            .unwrap_or(0);
+        let (file, line) = composed.locate(line);
+        KernelError::Shader {
+            file,
+            line,
+            message: format!("{}", e.as_inner()),
+        }
+    })?;
     Ok(module)
 }
 
@@ -209,22 +239,31 @@ impl Pipelines {
         let module = if kernel.trusted {
             // SAFETY: the op wrappers check every operand's extent against the indices the
             // kernel computes before dispatching (see each op's shape checks).
-            unsafe { gpu.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+            unsafe {
+                gpu.device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
         } else {
             gpu.device.create_shader_module(desc)
         };
-        let constants: Vec<(&str, f64)> = kernel.constants.iter().map(|&(n, v)| (n, f64::from(v))).collect();
-        let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.name),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
+        let constants: Vec<(&str, f64)> = kernel
+            .constants
+            .iter()
+            .map(|&(n, v)| (n, f64::from(v)))
+            .collect();
+        let pipeline = gpu
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.name),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(KernelError::Shader {
                 file: kernel.parts.last().copied().unwrap_or("?").to_string(),
@@ -233,7 +272,9 @@ impl Pipelines {
             });
         }
         let pipeline = Arc::new(pipeline);
-        self.cache.borrow_mut().insert(kernel.clone(), pipeline.clone());
+        self.cache
+            .borrow_mut()
+            .insert(kernel.clone(), pipeline.clone());
         Ok(pipeline)
     }
 }

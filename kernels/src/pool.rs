@@ -79,7 +79,11 @@ impl Pool {
 
     pub(crate) fn stats(&self) -> MemoryStats {
         let s = self.0.borrow();
-        MemoryStats { live_bytes: s.live_bytes, cached_bytes: s.cached_bytes, peak_bytes: s.peak_bytes }
+        MemoryStats {
+            live_bytes: s.live_bytes,
+            cached_bytes: s.cached_bytes,
+            peak_bytes: s.peak_bytes,
+        }
     }
 
     pub(crate) fn reset_peak(&self) {
@@ -97,7 +101,10 @@ mod tests {
         for bytes in [1u64, 255, 256, 257, 1000, 4096, 4097, 100_000, 123_456_789] {
             let c = size_class(bytes);
             assert!(c >= bytes, "{bytes} -> {c}");
-            assert!(c <= (bytes.max(256) as f64 * 1.25).ceil() as u64 + 1, "{bytes} -> {c}");
+            assert!(
+                c <= (bytes.max(256) as f64 * 1.25).ceil() as u64 + 1,
+                "{bytes} -> {c}"
+            );
             assert_eq!(size_class(c), c, "classes are fixed points");
         }
     }

@@ -64,7 +64,12 @@ pub struct Profiler {
 }
 
 impl Profiler {
-    pub(crate) fn new(device: &wgpu::Device, queue: &wgpu::Queue, timestamps: bool, enabled: bool) -> Profiler {
+    pub(crate) fn new(
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        timestamps: bool,
+        enabled: bool,
+    ) -> Profiler {
         let queries = timestamps.then(|| {
             let bytes = u64::from(QUERY_CAPACITY) * 8;
             Queries {
@@ -108,7 +113,11 @@ impl Profiler {
     }
 
     pub fn timing(&self) -> Timing {
-        if self.queries.is_some() { Timing::Timestamps } else { Timing::WallClock }
+        if self.queries.is_some() {
+            Timing::Timestamps
+        } else {
+            Timing::WallClock
+        }
     }
 
     /// Take the records gathered so far (call after `Gpu::finish`).
@@ -129,7 +138,11 @@ impl Profiler {
     }
 
     /// Timestamp writes for the next dispatch, when profiling with queries.
-    pub(crate) fn timestamp_writes(&mut self, name: &'static str, cost: Cost) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
+    pub(crate) fn timestamp_writes(
+        &mut self,
+        name: &'static str,
+        cost: Cost,
+    ) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
         if !self.enabled {
             return None;
         }
@@ -157,15 +170,18 @@ impl Profiler {
 
     /// Read the timestamps of the submission just made (blocks; profiling only).
     pub(crate) fn after_submit(&mut self, device: &wgpu::Device) -> Result<()> {
-        let Some(q) = &self.queries else { return Ok(()) };
+        let Some(q) = &self.queries else {
+            return Ok(());
+        };
         if self.submitted.is_empty() {
             return Ok(());
         }
         let n = self.submitted.len() as u64 * 2;
         let (tx, rx) = std::sync::mpsc::channel();
-        q.readback.map_async(wgpu::MapMode::Read, 0..n * 8, move |r| {
-            let _ = tx.send(r);
-        });
+        q.readback
+            .map_async(wgpu::MapMode::Read, 0..n * 8, move |r| {
+                let _ = tx.send(r);
+            });
         device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| KernelError::Device(e.to_string()))?;
@@ -199,7 +215,13 @@ impl Profiler {
         let origin = *self.wall_origin.get_or_insert_with(std::time::Instant::now);
         let end_us = origin.elapsed().as_secs_f64() * 1e6;
         let dur_us = elapsed.as_secs_f64() * 1e6;
-        self.records.push(Record { name, flops: cost.flops, bytes: cost.bytes, start_us: (end_us - dur_us).max(0.0), dur_us });
+        self.records.push(Record {
+            name,
+            flops: cost.flops,
+            bytes: cost.bytes,
+            start_us: (end_us - dur_us).max(0.0),
+            dur_us,
+        });
     }
 }
 
@@ -240,8 +262,16 @@ pub fn summarize(records: &[Record], ceilings: Ceilings) -> Vec<KernelSummary> {
             let secs = (us * 1e-6).max(1e-12);
             let gflops = flops / secs / 1e9;
             let gbps = bytes / secs / 1e9;
-            let frac_c = if ceilings.gflops > 0.0 { gflops / ceilings.gflops } else { 0.0 };
-            let frac_m = if ceilings.gbps > 0.0 { gbps / ceilings.gbps } else { 0.0 };
+            let frac_c = if ceilings.gflops > 0.0 {
+                gflops / ceilings.gflops
+            } else {
+                0.0
+            };
+            let frac_m = if ceilings.gbps > 0.0 {
+                gbps / ceilings.gbps
+            } else {
+                0.0
+            };
             KernelSummary {
                 name,
                 dispatches: n,
@@ -301,9 +331,25 @@ mod tests {
 
     #[test]
     fn summary_sums_per_kernel() {
-        let rec = |name, dur_us, flops, bytes| Record { name, flops, bytes, start_us: 0.0, dur_us };
-        let records = vec![rec("a", 1000.0, 2e9, 0.0), rec("a", 1000.0, 2e9, 0.0), rec("b", 500.0, 0.0, 1e9)];
-        let s = summarize(&records, Ceilings { gflops: 4000.0, gbps: 4000.0 });
+        let rec = |name, dur_us, flops, bytes| Record {
+            name,
+            flops,
+            bytes,
+            start_us: 0.0,
+            dur_us,
+        };
+        let records = vec![
+            rec("a", 1000.0, 2e9, 0.0),
+            rec("a", 1000.0, 2e9, 0.0),
+            rec("b", 500.0, 0.0, 1e9),
+        ];
+        let s = summarize(
+            &records,
+            Ceilings {
+                gflops: 4000.0,
+                gbps: 4000.0,
+            },
+        );
         let a = s.iter().find(|k| k.name == "a").unwrap();
         assert_eq!(a.dispatches, 2);
         assert!((a.total_ms - 2.0).abs() < 1e-9);

@@ -41,7 +41,15 @@ pub fn erf(x: f64) -> f64 {
 }
 
 /// y[m, n] = act(sum_k x[m, k] w[n, k] + b[n]).
-pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: usize, act: Act) -> Vec<f32> {
+pub fn linear(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    n: usize,
+    k: usize,
+    act: Act,
+) -> Vec<f32> {
     let mut y = vec![0.0; m * n];
     for i in 0..m {
         for j in 0..n {
@@ -84,7 +92,11 @@ pub fn attention(
                     for t in 0..src.len {
                         let row = (b * src.len + t) * src.stride;
                         let k = &src.data[row + k_off + h * d..][..d];
-                        let s: f64 = qrow.iter().zip(k).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+                        let s: f64 = qrow
+                            .iter()
+                            .zip(k)
+                            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                            .sum();
                         scores.push(s * scale);
                         values.push(&src.data[row + v_off + h * d..][..d]);
                     }
@@ -94,7 +106,11 @@ pub fn attention(
                 let sum: f64 = e.iter().sum();
                 let o = &mut out[(b * q.len + i) * heads * d + h * d..][..d];
                 for (j, oj) in o.iter_mut().enumerate() {
-                    let acc: f64 = e.iter().zip(&values).map(|(p, v)| p * f64::from(v[j])).sum();
+                    let acc: f64 = e
+                        .iter()
+                        .zip(&values)
+                        .map(|(p, v)| p * f64::from(v[j]))
+                        .sum();
                     *oj = (acc / sum) as f32;
                 }
             }
@@ -107,7 +123,11 @@ pub fn attention(
 fn stats(row: &[f32], eps: f64) -> (f64, f64) {
     let n = row.len() as f64;
     let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    let var = row
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -144,7 +164,15 @@ pub fn layer_norm(
 }
 
 /// RMSNorm of every segment of length d at columns col_off + s*d of rows of `stride`.
-pub fn rms_norm_heads(x: &[f32], stride: usize, col_off: usize, heads: usize, d: usize, w: &[f32], eps: f64) -> Vec<f32> {
+pub fn rms_norm_heads(
+    x: &[f32],
+    stride: usize,
+    col_off: usize,
+    heads: usize,
+    d: usize,
+    w: &[f32],
+    eps: f64,
+) -> Vec<f32> {
     let mut y = x.to_vec();
     for r in 0..x.len() / stride {
         for h in 0..heads {
@@ -161,7 +189,16 @@ pub fn rms_norm_heads(x: &[f32], stride: usize, col_off: usize, heads: usize, d:
 }
 
 /// GroupNorm NCHW then `act`.
-pub fn group_norm(x: &[f32], c: usize, hw: usize, groups: usize, w: &[f32], b: &[f32], eps: f64, act: Act) -> Vec<f32> {
+pub fn group_norm(
+    x: &[f32],
+    c: usize,
+    hw: usize,
+    groups: usize,
+    w: &[f32],
+    b: &[f32],
+    eps: f64,
+    act: Act,
+) -> Vec<f32> {
     let mut y = vec![0.0; x.len()];
     let cpg = c / groups;
     // Each group of each sample is one contiguous span; span i is group i mod groups.
@@ -169,25 +206,45 @@ pub fn group_norm(x: &[f32], c: usize, hw: usize, groups: usize, w: &[f32], b: &
         let (mean, rstd) = stats(data, eps);
         for (i, o) in out.iter_mut().enumerate() {
             let ch = (g % groups) * cpg + i / hw;
-            *o = activate((f64::from(data[i]) - mean) * rstd * f64::from(w[ch]) + f64::from(b[ch]), act) as f32;
+            *o = activate(
+                (f64::from(data[i]) - mean) * rstd * f64::from(w[ch]) + f64::from(b[ch]),
+                act,
+            ) as f32;
         }
     }
     y
 }
 
 /// x * (1 + scale) + shift with per-sample modulation rows.
-pub fn modulate(x: &[f32], d: usize, tokens: usize, table: &[f32], stride: usize, shift: usize, scale: usize) -> Vec<f32> {
+pub fn modulate(
+    x: &[f32],
+    d: usize,
+    tokens: usize,
+    table: &[f32],
+    stride: usize,
+    shift: usize,
+    scale: usize,
+) -> Vec<f32> {
     x.iter()
         .enumerate()
         .map(|(i, &v)| {
             let m = (i / (d * tokens)) * stride + i % d;
-            (f64::from(v) * (1.0 + f64::from(table[m + scale])) + f64::from(table[m + shift])) as f32
+            (f64::from(v) * (1.0 + f64::from(table[m + scale])) + f64::from(table[m + shift]))
+                as f32
         })
         .collect()
 }
 
 /// x + gate * y with per-sample gate rows.
-pub fn gated_residual(x: &[f32], y: &[f32], d: usize, tokens: usize, table: &[f32], stride: usize, gate: usize) -> Vec<f32> {
+pub fn gated_residual(
+    x: &[f32],
+    y: &[f32],
+    d: usize,
+    tokens: usize,
+    table: &[f32],
+    stride: usize,
+    gate: usize,
+) -> Vec<f32> {
     x.iter()
         .zip(y)
         .enumerate()
@@ -253,7 +310,15 @@ pub fn upsample_nearest2x(x: &[f32], h: usize, w: usize) -> Vec<f32> {
 }
 
 /// RoPE on adjacent pairs of every head segment; row r uses table row r mod tokens.
-pub fn rope(x: &[f32], stride: usize, col_off: usize, heads: usize, d: usize, cos: &[f32], sin: &[f32]) -> Vec<f32> {
+pub fn rope(
+    x: &[f32],
+    stride: usize,
+    col_off: usize,
+    heads: usize,
+    d: usize,
+    cos: &[f32],
+    sin: &[f32],
+) -> Vec<f32> {
     let half = d / 2;
     let tokens = cos.len() / half;
     let mut y = x.to_vec();
@@ -283,7 +348,10 @@ pub fn squared_error_groups(a: &[f32], b: &[f32], cols: usize, group_rows: usize
                 .enumerate()
                 .map(|(r, row)| {
                     let brow = &b[((g * group_rows + r) % rows_b) * cols..][..cols];
-                    row.iter().zip(brow).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>()
+                    row.iter()
+                        .zip(brow)
+                        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+                        .sum::<f64>()
                 })
                 .sum()
         })
@@ -305,7 +373,8 @@ pub fn patchify(x: &[f32], [b, c, h, w]: [usize; 4], p: usize, order: PatchOrder
                                 PatchOrder::ChannelFirst => (ch * p + py) * p + px,
                                 PatchOrder::ChannelLast => (py * p + px) * c + ch,
                             };
-                            out[token * p * p * c + f] = x[((bi * c + ch) * h + ty * p + py) * w + tx * p + px];
+                            out[token * p * p * c + f] =
+                                x[((bi * c + ch) * h + ty * p + py) * w + tx * p + px];
                         }
                     }
                 }
@@ -327,7 +396,15 @@ pub fn concat_tokens(a: &[f32], b: &[f32], batch: usize, d: usize) -> Vec<f32> {
 }
 
 /// Rows of a grid x grid layout cropped to h x w at (top, left).
-pub fn crop_grid(src: &[f32], d: usize, grid: usize, top: usize, left: usize, h: usize, w: usize) -> Vec<f32> {
+pub fn crop_grid(
+    src: &[f32],
+    d: usize,
+    grid: usize,
+    top: usize,
+    left: usize,
+    h: usize,
+    w: usize,
+) -> Vec<f32> {
     let mut out = Vec::with_capacity(h * w * d);
     for i in 0..h {
         for j in 0..w {

@@ -26,7 +26,13 @@ pub struct SuiteShape {
 
 impl Default for SuiteShape {
     fn default() -> Self {
-        SuiteShape { tokens: 1357, hidden: 1536, heads: 24, vae_channels: 256, vae_size: 64 }
+        SuiteShape {
+            tokens: 1357,
+            hidden: 1536,
+            heads: 24,
+            vae_channels: 256,
+            vae_size: 64,
+        }
     }
 }
 
@@ -44,8 +50,14 @@ fn matrix(gpu: &Gpu, n: usize, k: usize, dtype: DType) -> Result<Matrix> {
     let v = values(n * k);
     let bytes: Vec<u8> = match dtype {
         DType::F32 => bytemuck::cast_slice(&v).to_vec(),
-        DType::F16 => v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
-        DType::BF16 => v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+        DType::F16 => v
+            .iter()
+            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+            .collect(),
+        DType::BF16 => v
+            .iter()
+            .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+            .collect(),
     };
     Matrix::upload(gpu, n, k, dtype, &[&bytes], MatrixLayout::Auto)
 }
@@ -72,12 +84,44 @@ pub fn run(gpu: &Gpu, shape: SuiteShape, reps: usize) -> Result<()> {
     let was = gpu.profiler().enabled();
     for rep in 0..=reps {
         gpu.profiler().set_enabled(was && rep > 0);
-        let m = Modulation { table: &table, tokens: t, shift: 0, scale: 1 };
+        let m = Modulation {
+            table: &table,
+            tokens: t,
+            shift: 0,
+            scale: 1,
+        };
         let n = ops::norm::layer_norm(gpu, &x, None, None, Some(m), 1e-6)?;
         let qkv = ops::matmul::linear(gpu, &n, &w_qkv, None, Act::None)?;
-        ops::norm::rms_norm_heads(gpu, &qkv, Heads { col_off: 0, heads: h, d: hd }, &norm_w, 1e-6)?;
-        let kv = [KvSource { tensor: &qkv, len: t, k_off: d, v_off: 2 * d }];
-        let attn = ops::attention::attention(gpu, QuerySource { tensor: &qkv, len: t, off: 0 }, &kv, 1, h, hd, 0.125)?;
+        ops::norm::rms_norm_heads(
+            gpu,
+            &qkv,
+            Heads {
+                col_off: 0,
+                heads: h,
+                d: hd,
+            },
+            &norm_w,
+            1e-6,
+        )?;
+        let kv = [KvSource {
+            tensor: &qkv,
+            len: t,
+            k_off: d,
+            v_off: 2 * d,
+        }];
+        let attn = ops::attention::attention(
+            gpu,
+            QuerySource {
+                tensor: &qkv,
+                len: t,
+                off: 0,
+            },
+            &kv,
+            1,
+            h,
+            hd,
+            0.125,
+        )?;
         ops::modulate::gated_residual(gpu, &x, &attn.reshape(&[t, d])?, &table, t, 2)?;
         let hidden = ops::matmul::linear(gpu, &n, &w_fc1, Some(&bias), Act::GeluTanh)?;
         let _ = ops::matmul::linear(gpu, &n, &w_fc1_f32, Some(&bias), Act::GeluTanh)?;
@@ -85,8 +129,15 @@ pub fn run(gpu: &Gpu, shape: SuiteShape, reps: usize) -> Result<()> {
         let _ = ops::modulate::modulate(gpu, &out, m)?;
         let _ = ops::activation::activation(gpu, &hidden, Act::Silu)?;
 
-        let conv = ops::conv::conv2d(gpu, &img, &w_conv, Some(&conv_bias), ConvGeometry::square(3, 1, 1))?;
-        let normed = ops::norm::group_norm(gpu, &conv, 32, &conv_bias, &conv_bias, 1e-6, Act::Silu)?;
+        let conv = ops::conv::conv2d(
+            gpu,
+            &img,
+            &w_conv,
+            Some(&conv_bias),
+            ConvGeometry::square(3, 1, 1),
+        )?;
+        let normed =
+            ops::norm::group_norm(gpu, &conv, 32, &conv_bias, &conv_bias, 1e-6, Act::Silu)?;
         let _ = ops::resample::upsample_nearest2x(gpu, &normed)?;
 
         let tokens = ops::layout::patchify(gpu, &latents, 2, PatchOrder::ChannelFirst)?;

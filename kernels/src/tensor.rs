@@ -34,7 +34,10 @@ impl DType {
     /// Host-side conversion of stored bytes to f32 (tests, small readbacks).
     pub fn to_f32(self, bytes: &[u8]) -> Vec<f32> {
         match self {
-            DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+            DType::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
             DType::F16 => bytes
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
@@ -104,7 +107,12 @@ impl Tensor {
             }
         };
         let t = Tensor {
-            storage: Rc::new(Storage { buffer: Some(buffer), bytes: class, pool: Some(gpu.pool.clone()), stats: gpu.pool.clone() }),
+            storage: Rc::new(Storage {
+                buffer: Some(buffer),
+                bytes: class,
+                pool: Some(gpu.pool.clone()),
+                stats: gpu.pool.clone(),
+            }),
             shape: shape.to_vec(),
             dtype,
         };
@@ -120,7 +128,10 @@ impl Tensor {
         if numel != data.len() {
             return Err(KernelError::Shape {
                 op: "upload",
-                message: format!("shape {shape:?} has {numel} elements but {} values were given", data.len()),
+                message: format!(
+                    "shape {shape:?} has {numel} elements but {} values were given",
+                    data.len()
+                ),
             });
         }
         let t = Tensor::empty(gpu, shape, DType::F32)?;
@@ -135,13 +146,21 @@ impl Tensor {
 
     /// A weight whose stored bytes come in consecutive parts (q, k and v projections fused
     /// into one matrix), each written straight into its place in the device buffer.
-    pub fn from_raw_parts(gpu: &Gpu, shape: &[usize], dtype: DType, parts: &[&[u8]]) -> Result<Tensor> {
+    pub fn from_raw_parts(
+        gpu: &Gpu,
+        shape: &[usize],
+        dtype: DType,
+        parts: &[&[u8]],
+    ) -> Result<Tensor> {
         let numel: usize = shape.iter().product();
         let given: usize = parts.iter().map(|p| p.len()).sum();
         if numel * dtype.size() != given {
             return Err(KernelError::Shape {
                 op: "upload",
-                message: format!("shape {shape:?} {dtype} needs {} bytes but {given} were given", numel * dtype.size()),
+                message: format!(
+                    "shape {shape:?} {dtype} needs {} bytes but {given} were given",
+                    numel * dtype.size()
+                ),
             });
         }
         let size = data_bytes(numel, dtype).next_multiple_of(16).max(16);
@@ -152,14 +171,21 @@ impl Tensor {
             if offset % 4 != 0 {
                 return Err(KernelError::Shape {
                     op: "upload",
-                    message: format!("part at byte {offset} of a {dtype} weight is not 4-byte aligned"),
+                    message: format!(
+                        "part at byte {offset} of a {dtype} weight is not 4-byte aligned"
+                    ),
                 });
             }
             gpu.upload(&buffer, offset, part);
             offset += part.len() as u64;
         }
         Ok(Tensor {
-            storage: Rc::new(Storage { buffer: Some(buffer), bytes: size, pool: None, stats: gpu.pool.clone() }),
+            storage: Rc::new(Storage {
+                buffer: Some(buffer),
+                bytes: size,
+                pool: None,
+                stats: gpu.pool.clone(),
+            }),
             shape: shape.to_vec(),
             dtype,
         })
@@ -193,7 +219,10 @@ impl Tensor {
     }
 
     pub(crate) fn buffer(&self) -> &wgpu::Buffer {
-        self.storage.buffer.as_ref().expect("buffer present until drop")
+        self.storage
+            .buffer
+            .as_ref()
+            .expect("buffer present until drop")
     }
 
     /// True when both tensors share one buffer.
@@ -210,18 +239,32 @@ impl Tensor {
                 message: format!("cannot view {:?} as {shape:?}", self.shape),
             });
         }
-        Ok(Tensor { storage: self.storage.clone(), shape: shape.to_vec(), dtype: self.dtype })
+        Ok(Tensor {
+            storage: self.storage.clone(),
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+        })
     }
 
     /// Bind the whole tensor, rounded up to whole 16-byte packs (buffers are allocated so) so
     /// that kernels reading vec4 or packed-f16 arrays see the last partial pack.
     pub(crate) fn bind<'a>(&'a self, label: &'a str) -> Bind<'a> {
-        Bind::Buffer { buffer: self.buffer(), offset: 0, size: self.byte_len().next_multiple_of(16).max(16), label }
+        Bind::Buffer {
+            buffer: self.buffer(),
+            offset: 0,
+            size: self.byte_len().next_multiple_of(16).max(16),
+            label,
+        }
     }
 
     /// Bind a byte range (offsets must respect the device's storage offset alignment).
     pub(crate) fn bind_range<'a>(&'a self, label: &'a str, offset: u64, size: u64) -> Bind<'a> {
-        Bind::Buffer { buffer: self.buffer(), offset, size: size.next_multiple_of(4), label }
+        Bind::Buffer {
+            buffer: self.buffer(),
+            offset,
+            size: size.next_multiple_of(4),
+            label,
+        }
     }
 
     /// Read the data back as f32 (f16 and bf16 are widened on the host).
@@ -244,7 +287,12 @@ impl Tensor {
         if self.dtype != DType::F32 || data.len() != self.numel() {
             return Err(KernelError::Shape {
                 op: "write",
-                message: format!("{} f32 values for a {:?} {} tensor", data.len(), self.shape, self.dtype),
+                message: format!(
+                    "{} f32 values for a {:?} {} tensor",
+                    data.len(),
+                    self.shape,
+                    self.dtype
+                ),
             });
         }
         gpu.upload(self.buffer(), 0, bytemuck::cast_slice(data));

@@ -9,18 +9,27 @@ use noiseshift_kernels::ops::layout::PatchOrder;
 use noiseshift_kernels::ops::norm::{Heads, Modulation};
 use noiseshift_kernels::ops::{self, Act};
 use noiseshift_kernels::reference as cpu;
-use noiseshift_kernels::{DType, Gpu, GpuOptions, KernelError, Matrix, MatrixLayout, Tensor, list_adapters};
+use noiseshift_kernels::{
+    DType, Gpu, GpuOptions, KernelError, Matrix, MatrixLayout, Tensor, list_adapters,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// One context per adapter, poisoning new tensors.
 fn gpus() -> Vec<Gpu> {
     let adapters = list_adapters();
-    assert!(!adapters.is_empty(), "tests need a wgpu adapter (install mesa-vulkan-drivers)");
+    assert!(
+        !adapters.is_empty(),
+        "tests need a wgpu adapter (install mesa-vulkan-drivers)"
+    );
     adapters
         .iter()
         .map(|a| {
-            let gpu = Gpu::new(&GpuOptions { device: Some(a.index.to_string()), ..Default::default() }).unwrap();
+            let gpu = Gpu::new(&GpuOptions {
+                device: Some(a.index.to_string()),
+                ..Default::default()
+            })
+            .unwrap();
             gpu.set_poison(true);
             gpu
         })
@@ -28,15 +37,23 @@ fn gpus() -> Vec<Gpu> {
 }
 
 fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("NOISESHIFT_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let seed = std::env::var("NOISESHIFT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     println!("{test}: NOISESHIFT_TEST_SEED={seed}");
     StdRng::seed_from_u64(seed)
 }
 
 fn randn(r: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| (r.random::<f32>() * 2.0 - 1.0) * scale * 1.7).collect()
+    (0..n)
+        .map(|_| (r.random::<f32>() * 2.0 - 1.0) * scale * 1.7)
+        .collect()
 }
 
 /// ||a - b|| / ||b||, and an assertion that it is below `tol` with no NaN anywhere.
@@ -49,35 +66,74 @@ fn assert_close(what: &str, gpu: &Gpu, got: &[f32], want: &[f32], tol: f64) {
 /// rounding-sized difference look large.
 fn assert_close_scaled(what: &str, gpu: &Gpu, got: &[f32], want: &[f32], scale: &[f32], tol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    assert!(got.iter().all(|v| v.is_finite()), "{what} on {}: non-finite output (unwritten element?)", gpu.adapter.label());
-    let num: f64 = got.iter().zip(want).map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2)).sum();
-    let den: f64 = scale.iter().map(|b| f64::from(*b).powi(2)).sum::<f64>().max(1e-30);
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{what} on {}: non-finite output (unwritten element?)",
+        gpu.adapter.label()
+    );
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
+        .sum();
+    let den: f64 = scale
+        .iter()
+        .map(|b| f64::from(*b).powi(2))
+        .sum::<f64>()
+        .max(1e-30);
     let err = (num / den).sqrt();
-    println!("{what} on {}: relative error {err:.2e}", gpu.adapter.label());
-    assert!(err <= tol, "{what} on {}: relative error {err:.2e} > {tol:.0e}", gpu.adapter.label());
+    println!(
+        "{what} on {}: relative error {err:.2e}",
+        gpu.adapter.label()
+    );
+    assert!(
+        err <= tol,
+        "{what} on {}: relative error {err:.2e} > {tol:.0e}",
+        gpu.adapter.label()
+    );
 }
 
 fn stored(values: &[f32], dtype: DType) -> Vec<u8> {
     match dtype {
         DType::F32 => bytemuck::cast_slice(values).to_vec(),
-        DType::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
-        DType::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+        DType::F16 => values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        DType::BF16 => values
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect(),
     }
 }
 
 /// Store values in `dtype` (rounding them) and return the rounded values as the reference sees them.
 fn weight(gpu: &Gpu, shape: &[usize], values: &[f32], dtype: DType) -> (Tensor, Vec<f32>) {
     let bytes = stored(values, dtype);
-    (Tensor::from_raw(gpu, shape, dtype, &bytes).unwrap(), dtype.to_f32(&bytes))
+    (
+        Tensor::from_raw(gpu, shape, dtype, &bytes).unwrap(),
+        dtype.to_f32(&bytes),
+    )
 }
 
 /// A weight matrix [n, k] in `dtype` and `layout`, uploaded in two row blocks (as fused q/k/v
 /// are), and the rounded values.
-fn matrix(gpu: &Gpu, n: usize, k: usize, values: &[f32], dtype: DType, layout: MatrixLayout) -> (Matrix, Vec<f32>) {
+fn matrix(
+    gpu: &Gpu,
+    n: usize,
+    k: usize,
+    values: &[f32],
+    dtype: DType,
+    layout: MatrixLayout,
+) -> (Matrix, Vec<f32>) {
     let bytes = stored(values, dtype);
     // Buffers take parts at 4-byte boundaries only (always true of real q/k/v blocks).
     let split = (n / 3) * k * dtype.size();
-    let parts: Vec<&[u8]> = if split % 4 == 0 { vec![&bytes[..split], &bytes[split..]] } else { vec![&bytes] };
+    let parts: Vec<&[u8]> = if split % 4 == 0 {
+        vec![&bytes[..split], &bytes[split..]]
+    } else {
+        vec![&bytes]
+    };
     let m = Matrix::upload(gpu, n, k, dtype, &parts, layout).unwrap();
     assert_eq!(m.is_texture(), layout == MatrixLayout::Texture);
     (m, dtype.to_f32(&bytes))
@@ -85,7 +141,11 @@ fn matrix(gpu: &Gpu, n: usize, k: usize, values: &[f32], dtype: DType, layout: M
 
 /// The layouts a [*, k] matrix can take.
 fn layouts(k: usize) -> Vec<MatrixLayout> {
-    if k % 4 == 0 { vec![MatrixLayout::Buffer, MatrixLayout::Texture] } else { vec![MatrixLayout::Buffer] }
+    if k % 4 == 0 {
+        vec![MatrixLayout::Buffer, MatrixLayout::Texture]
+    } else {
+        vec![MatrixLayout::Buffer]
+    }
 }
 
 const F32_TOL: f64 = 2e-6;
@@ -96,20 +156,48 @@ fn linear_all_dtypes_and_awkward_shapes() {
     for gpu in gpus() {
         // (m, n, k): tails in m and n, k = 4 (one vec4), k not a multiple of 4 (scalar kernel),
         // k = 64 (rows of 256 bytes: the texture path copies instead of packing).
-        for &(m, n, k) in &[(1, 1, 4), (37, 29, 68), (70, 67, 4), (5, 3, 7), (130, 9, 33), (33, 20, 64)] {
-            for (dtype, layout) in [DType::F32, DType::F16, DType::BF16].into_iter().flat_map(|d| layouts(k).into_iter().map(move |l| (d, l))) {
-                for (act, with_bias) in [(Act::None, true), (Act::GeluTanh, false), (Act::Silu, true)] {
+        for &(m, n, k) in &[
+            (1, 1, 4),
+            (37, 29, 68),
+            (70, 67, 4),
+            (5, 3, 7),
+            (130, 9, 33),
+            (33, 20, 64),
+        ] {
+            for (dtype, layout) in [DType::F32, DType::F16, DType::BF16]
+                .into_iter()
+                .flat_map(|d| layouts(k).into_iter().map(move |l| (d, l)))
+            {
+                for (act, with_bias) in
+                    [(Act::None, true), (Act::GeluTanh, false), (Act::Silu, true)]
+                {
                     let x = randn(&mut r, m * k, 1.0);
                     let (w, wr) = matrix(&gpu, n, k, &randn(&mut r, n * k, 0.5), dtype, layout);
                     let b = randn(&mut r, n, 0.5);
                     let xt = Tensor::from_f32(&gpu, &[m, k], &x).unwrap();
                     let bt = Tensor::from_f32(&gpu, &[n], &b).unwrap();
-                    let y = ops::matmul::linear(&gpu, &xt, &w, with_bias.then_some(&bt), act).unwrap();
+                    let y =
+                        ops::matmul::linear(&gpu, &xt, &w, with_bias.then_some(&bt), act).unwrap();
                     let want = cpu::linear(&x, &wr, with_bias.then_some(&b[..]), m, n, k, act);
                     let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<f32>>();
-                    let scale = cpu::linear(&abs(&x), &abs(&wr), with_bias.then_some(&abs(&b)[..]), m, n, k, Act::None);
+                    let scale = cpu::linear(
+                        &abs(&x),
+                        &abs(&wr),
+                        with_bias.then_some(&abs(&b)[..]),
+                        m,
+                        n,
+                        k,
+                        Act::None,
+                    );
                     let what = format!("linear {m}x{n}x{k} {dtype} {layout:?} {act:?}");
-                    assert_close_scaled(&what, &gpu, &y.to_vec(&gpu).unwrap(), &want, &scale, F32_TOL);
+                    assert_close_scaled(
+                        &what,
+                        &gpu,
+                        &y.to_vec(&gpu).unwrap(),
+                        &want,
+                        &scale,
+                        F32_TOL,
+                    );
                 }
             }
         }
@@ -137,14 +225,23 @@ fn linear_splits_work_past_the_binding_limit() {
             let (w, wr) = matrix(&gpu, n, k, &randn(&mut r, n * k, 0.5), DType::F16, layout);
             let y = ops::matmul::linear(&gpu, &xt, &w, Some(&bt), Act::None).unwrap();
             let want = cpu::linear(&x, &wr, Some(&b), m, n, k, Act::None);
-            assert_close(&format!("split linear {layout:?}"), &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
+            assert_close(
+                &format!("split linear {layout:?}"),
+                &gpu,
+                &y.to_vec(&gpu).unwrap(),
+                &want,
+                F32_TOL,
+            );
         }
         // An op that cannot split refuses with the limit named, instead of truncating.
         let err = ops::activation::activation(&gpu, &xt, Act::Silu).map(|_| ());
         assert!(err.is_ok(), "flat ops split too: {err:?}");
         let err = ops::norm::layer_norm(&gpu, &xt, None, None, None, 1e-6).unwrap_err();
         assert!(matches!(err, KernelError::TooLarge { .. }), "{err}");
-        assert!(err.to_string().contains("max_storage_buffer_binding_size"), "{err}");
+        assert!(
+            err.to_string().contains("max_storage_buffer_binding_size"),
+            "{err}"
+        );
     }
 }
 
@@ -169,8 +266,17 @@ fn activations() {
         let xt = Tensor::from_f32(&gpu, &[7, 143], &x).unwrap();
         for act in [Act::GeluTanh, Act::GeluErf, Act::QuickGelu, Act::Silu] {
             let y = ops::activation::activation(&gpu, &xt, act).unwrap();
-            let want: Vec<f32> = x.iter().map(|&v| cpu::activate(f64::from(v), act) as f32).collect();
-            assert_close(&format!("{act:?}"), &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
+            let want: Vec<f32> = x
+                .iter()
+                .map(|&v| cpu::activate(f64::from(v), act) as f32)
+                .collect();
+            assert_close(
+                &format!("{act:?}"),
+                &gpu,
+                &y.to_vec(&gpu).unwrap(),
+                &want,
+                F32_TOL,
+            );
         }
     }
 }
@@ -179,36 +285,86 @@ fn activations() {
 fn attention_one_and_two_sources() {
     let mut r = rng("attention");
     for gpu in gpus() {
-        for &(batch, heads, d, lq, l1, l2) in &[(1, 1, 4, 1, 1, 0), (2, 3, 16, 37, 29, 11), (1, 2, 64, 65, 70, 3), (2, 1, 128, 5, 9, 0)] {
+        for &(batch, heads, d, lq, l1, l2) in &[
+            (1, 1, 4, 1, 1, 0),
+            (2, 3, 16, 37, 29, 11),
+            (1, 2, 64, 65, 70, 3),
+            (2, 1, 128, 5, 9, 0),
+        ] {
             let width = heads * d;
             // q from a fused qkv of stream 1 (stride 3w), k/v from the same and from a second stream.
             let s1 = randn(&mut r, batch * lq * 3 * width, 1.0);
             let s2 = randn(&mut r, batch * l2 * 3 * width, 1.0);
             let s1_t = Tensor::from_f32(&gpu, &[batch * lq, 3 * width], &s1).unwrap();
-            let s2_t = Tensor::from_f32(&gpu, &[batch * l2.max(1), 3 * width], &if l2 == 0 { vec![0.0; batch * 3 * width] } else { s2.clone() }).unwrap();
+            let s2_t = Tensor::from_f32(
+                &gpu,
+                &[batch * l2.max(1), 3 * width],
+                &if l2 == 0 {
+                    vec![0.0; batch * 3 * width]
+                } else {
+                    s2.clone()
+                },
+            )
+            .unwrap();
             // The first key source is its own tensor (different length from the queries).
             let kv1 = randn(&mut r, batch * l1 * 2 * width, 1.0);
             let kv1_t = Tensor::from_f32(&gpu, &[batch * l1, 2 * width], &kv1).unwrap();
             let scale = 1.0 / (d as f32).sqrt();
-            let mut sources = vec![KvSource { tensor: &kv1_t, len: l1, k_off: 0, v_off: width }];
+            let mut sources = vec![KvSource {
+                tensor: &kv1_t,
+                len: l1,
+                k_off: 0,
+                v_off: width,
+            }];
             if l2 > 0 {
-                sources.push(KvSource { tensor: &s2_t, len: l2, k_off: width, v_off: 2 * width });
+                sources.push(KvSource {
+                    tensor: &s2_t,
+                    len: l2,
+                    k_off: width,
+                    v_off: 2 * width,
+                });
             }
-            let query = QuerySource { tensor: &s1_t, len: lq, off: 0 };
-            let outs: Vec<(AttentionVariant, Tensor)> = [AttentionVariant::Buffer, AttentionVariant::Texture]
-                .into_iter()
-                .map(|v| (v, ops::attention::attention_with(&gpu, query, &sources, batch, heads, d, scale, v).unwrap()))
-                .collect();
-            let q = cpu::Rows { data: &s1, len: lq, stride: 3 * width };
-            let k1 = cpu::Rows { data: &kv1, len: l1, stride: 2 * width };
-            let k2 = cpu::Rows { data: &s2, len: l2, stride: 3 * width };
+            let query = QuerySource {
+                tensor: &s1_t,
+                len: lq,
+                off: 0,
+            };
+            let outs: Vec<(AttentionVariant, Tensor)> =
+                [AttentionVariant::Buffer, AttentionVariant::Texture]
+                    .into_iter()
+                    .map(|v| {
+                        (
+                            v,
+                            ops::attention::attention_with(
+                                &gpu, query, &sources, batch, heads, d, scale, v,
+                            )
+                            .unwrap(),
+                        )
+                    })
+                    .collect();
+            let q = cpu::Rows {
+                data: &s1,
+                len: lq,
+                stride: 3 * width,
+            };
+            let k1 = cpu::Rows {
+                data: &kv1,
+                len: l1,
+                stride: 2 * width,
+            };
+            let k2 = cpu::Rows {
+                data: &s2,
+                len: l2,
+                stride: 3 * width,
+            };
             let mut kv: Vec<(&cpu::Rows, usize, usize)> = vec![(&k1, 0, width)];
             if l2 > 0 {
                 kv.push((&k2, width, 2 * width));
             }
             let want = cpu::attention(&q, 0, &kv, batch, heads, d, f64::from(scale));
             for (variant, out) in outs {
-                let what = format!("attention {variant:?} b{batch} h{heads} d{d} lq{lq} l{l1}+{l2}");
+                let what =
+                    format!("attention {variant:?} b{batch} h{heads} d{d} lq{lq} l{l1}+{l2}");
                 assert_close(&what, &gpu, &out.to_vec(&gpu).unwrap(), &want, 5e-6);
             }
         }
@@ -225,11 +381,56 @@ fn attention_large_scores_stay_finite() {
     let qt = Tensor::from_f32(gpu, &[l, d], &q).unwrap();
     let kv = randn(&mut r, l * 2 * d, 30.0);
     let kvt = Tensor::from_f32(gpu, &[l, 2 * d], &kv).unwrap();
-    let want = cpu::attention(&cpu::Rows { data: &q, len: l, stride: d }, 0, &[(&cpu::Rows { data: &kv, len: l, stride: 2 * d }, 0, d)], 1, 1, d, 1.0);
+    let want = cpu::attention(
+        &cpu::Rows {
+            data: &q,
+            len: l,
+            stride: d,
+        },
+        0,
+        &[(
+            &cpu::Rows {
+                data: &kv,
+                len: l,
+                stride: 2 * d,
+            },
+            0,
+            d,
+        )],
+        1,
+        1,
+        d,
+        1.0,
+    );
     for variant in [AttentionVariant::Buffer, AttentionVariant::Texture] {
-        let sources = [KvSource { tensor: &kvt, len: l, k_off: 0, v_off: d }];
-        let out = ops::attention::attention_with(gpu, QuerySource { tensor: &qt, len: l, off: 0 }, &sources, 1, 1, d, 1.0, variant).unwrap();
-        assert_close(&format!("attention {variant:?} large scores"), gpu, &out.to_vec(gpu).unwrap(), &want, 1e-5);
+        let sources = [KvSource {
+            tensor: &kvt,
+            len: l,
+            k_off: 0,
+            v_off: d,
+        }];
+        let out = ops::attention::attention_with(
+            gpu,
+            QuerySource {
+                tensor: &qt,
+                len: l,
+                off: 0,
+            },
+            &sources,
+            1,
+            1,
+            d,
+            1.0,
+            variant,
+        )
+        .unwrap();
+        assert_close(
+            &format!("attention {variant:?} large scores"),
+            gpu,
+            &out.to_vec(gpu).unwrap(),
+            &want,
+            1e-5,
+        );
     }
 }
 
@@ -247,20 +448,59 @@ fn layer_norm_variants_and_long_rows() {
         let bt = Tensor::from_f32(&gpu, &[d], &bias).unwrap();
         let tt = Tensor::from_f32(&gpu, &[b, 6 * d], &table).unwrap();
         let plain = ops::norm::layer_norm(&gpu, &xt, None, None, None, 1e-6).unwrap();
-        assert_close("layer_norm", &gpu, &plain.to_vec(&gpu).unwrap(), &cpu::layer_norm(&x, d, None, None, None, 1e-6), F32_TOL);
+        assert_close(
+            "layer_norm",
+            &gpu,
+            &plain.to_vec(&gpu).unwrap(),
+            &cpu::layer_norm(&x, d, None, None, None, 1e-6),
+            F32_TOL,
+        );
         let affine = ops::norm::layer_norm(&gpu, &xt, Some(&wt), Some(&bt), None, 1e-5).unwrap();
-        assert_close("layer_norm affine", &gpu, &affine.to_vec(&gpu).unwrap(), &cpu::layer_norm(&x, d, Some(&w), Some(&bias), None, 1e-5), F32_TOL);
-        let m = Modulation { table: &tt, tokens, shift: 3, scale: 4 };
+        assert_close(
+            "layer_norm affine",
+            &gpu,
+            &affine.to_vec(&gpu).unwrap(),
+            &cpu::layer_norm(&x, d, Some(&w), Some(&bias), None, 1e-5),
+            F32_TOL,
+        );
+        let m = Modulation {
+            table: &tt,
+            tokens,
+            shift: 3,
+            scale: 4,
+        };
         let modulated = ops::norm::layer_norm(&gpu, &xt, None, None, Some(m), 1e-6).unwrap();
-        let want = cpu::layer_norm(&x, d, None, None, Some((&table, tokens, 6 * d, 3 * d, 4 * d)), 1e-6);
-        assert_close("layer_norm modulated", &gpu, &modulated.to_vec(&gpu).unwrap(), &want, F32_TOL);
+        let want = cpu::layer_norm(
+            &x,
+            d,
+            None,
+            None,
+            Some((&table, tokens, 6 * d, 3 * d, 4 * d)),
+            1e-6,
+        );
+        assert_close(
+            "layer_norm modulated",
+            &gpu,
+            &modulated.to_vec(&gpu).unwrap(),
+            &want,
+            F32_TOL,
+        );
 
         // Rows of 1e5 elements with mean 1000 and std 1: one-pass variance would lose it all.
         let n = 100_000;
-        let long: Vec<f32> = randn(&mut r, 2 * n, 1.0).iter().map(|v| v + 1000.0).collect();
+        let long: Vec<f32> = randn(&mut r, 2 * n, 1.0)
+            .iter()
+            .map(|v| v + 1000.0)
+            .collect();
         let lt = Tensor::from_f32(&gpu, &[2, n], &long).unwrap();
         let y = ops::norm::layer_norm(&gpu, &lt, None, None, None, 1e-6).unwrap();
-        assert_close("layer_norm 1e5 row, mean 1e3", &gpu, &y.to_vec(&gpu).unwrap(), &cpu::layer_norm(&long, n, None, None, None, 1e-6), 1e-6);
+        assert_close(
+            "layer_norm 1e5 row, mean 1e3",
+            &gpu,
+            &y.to_vec(&gpu).unwrap(),
+            &cpu::layer_norm(&long, n, None, None, None, 1e-6),
+            1e-6,
+        );
     }
 }
 
@@ -272,15 +512,27 @@ fn rms_norm_and_rope_on_head_segments() {
         let stride = 3 * heads * d + 2;
         let x = randn(&mut r, rows * stride, 2.0);
         let w = randn(&mut r, d, 1.0);
-        let view = Heads { col_off: heads * d, heads, d };
+        let view = Heads {
+            col_off: heads * d,
+            heads,
+            d,
+        };
         let xt = Tensor::from_f32(&gpu, &[rows, stride], &x).unwrap();
         let wt = Tensor::from_f32(&gpu, &[d], &w).unwrap();
         ops::norm::rms_norm_heads(&gpu, &xt, view, &wt, 1e-6).unwrap();
         let want = cpu::rms_norm_heads(&x, stride, heads * d, heads, d, &w, 1e-6);
-        assert_close("rms_norm heads", &gpu, &xt.to_vec(&gpu).unwrap(), &want, F32_TOL);
+        assert_close(
+            "rms_norm heads",
+            &gpu,
+            &xt.to_vec(&gpu).unwrap(),
+            &want,
+            F32_TOL,
+        );
 
         // RoPE: 13 rows = 1 sample of 13 tokens, positions on three axes.
-        let positions: Vec<Vec<f64>> = (0..rows).map(|t| vec![0.0, (t / 4) as f64, (t % 4) as f64 + 100.0]).collect();
+        let positions: Vec<Vec<f64>> = (0..rows)
+            .map(|t| vec![0.0, (t / 4) as f64, (t % 4) as f64 + 100.0])
+            .collect();
         let (cos, sin) = ops::rope::rope_tables(&positions, &[2, 4, 4], 10000.0);
         let ct = Tensor::from_f32(&gpu, &[rows, d / 2], &cos).unwrap();
         let st = Tensor::from_f32(&gpu, &[rows, d / 2], &sin).unwrap();
@@ -296,7 +548,10 @@ fn group_norm_with_silu() {
     let mut r = rng("group_norm");
     for gpu in gpus() {
         let (b, c, h, w, groups) = (2, 12, 5, 7, 4);
-        let x: Vec<f32> = randn(&mut r, b * c * h * w, 3.0).iter().map(|v| v + 50.0).collect();
+        let x: Vec<f32> = randn(&mut r, b * c * h * w, 3.0)
+            .iter()
+            .map(|v| v + 50.0)
+            .collect();
         let wt = randn(&mut r, c, 1.0);
         let bt = randn(&mut r, c, 1.0);
         let y = ops::norm::group_norm(
@@ -310,7 +565,13 @@ fn group_norm_with_silu() {
         )
         .unwrap();
         let want = cpu::group_norm(&x, c, h * w, groups, &wt, &bt, 1e-6, Act::Silu);
-        assert_close("group_norm silu", &gpu, &y.to_vec(&gpu).unwrap(), &want, 5e-6);
+        assert_close(
+            "group_norm silu",
+            &gpu,
+            &y.to_vec(&gpu).unwrap(),
+            &want,
+            5e-6,
+        );
     }
 }
 
@@ -325,13 +586,48 @@ fn modulate_and_gated_residual() {
         let xt = Tensor::from_f32(&gpu, &[b * tokens, d], &x).unwrap();
         let yt = Tensor::from_f32(&gpu, &[b * tokens, d], &y).unwrap();
         let tt = Tensor::from_f32(&gpu, &[b, chunks * d], &table).unwrap();
-        let out = ops::modulate::modulate(&gpu, &xt, Modulation { table: &tt, tokens, shift: 0, scale: 1 }).unwrap();
-        assert_close("modulate", &gpu, &out.to_vec(&gpu).unwrap(), &cpu::modulate(&x, d, tokens, &table, chunks * d, 0, d), F32_TOL);
+        let out = ops::modulate::modulate(
+            &gpu,
+            &xt,
+            Modulation {
+                table: &tt,
+                tokens,
+                shift: 0,
+                scale: 1,
+            },
+        )
+        .unwrap();
+        assert_close(
+            "modulate",
+            &gpu,
+            &out.to_vec(&gpu).unwrap(),
+            &cpu::modulate(&x, d, tokens, &table, chunks * d, 0, d),
+            F32_TOL,
+        );
         ops::modulate::gated_residual(&gpu, &xt, &yt, &tt, tokens, 5).unwrap();
         let want = cpu::gated_residual(&x, &y, d, tokens, &table, chunks * d, 5 * d);
-        assert_close("gated_residual", &gpu, &xt.to_vec(&gpu).unwrap(), &want, F32_TOL);
-        let err = ops::modulate::modulate(&gpu, &xt, Modulation { table: &tt, tokens, shift: 6, scale: 1 }).unwrap_err();
-        assert!(err.to_string().contains("outside the modulation row"), "{err}");
+        assert_close(
+            "gated_residual",
+            &gpu,
+            &xt.to_vec(&gpu).unwrap(),
+            &want,
+            F32_TOL,
+        );
+        let err = ops::modulate::modulate(
+            &gpu,
+            &xt,
+            Modulation {
+                table: &tt,
+                tokens,
+                shift: 6,
+                scale: 1,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("outside the modulation row"),
+            "{err}"
+        );
     }
 }
 
@@ -344,17 +640,28 @@ fn conv2d_geometries_and_dtypes() {
             (5, ConvGeometry::square(3, 1, 1)),
             (6, ConvGeometry::square(1, 1, 0)),
             (3, ConvGeometry::square(2, 2, 0)),
-            (7, ConvGeometry { kernel: [3, 3], stride: 2, pad: [0, 0, 1, 1] }),
+            (
+                7,
+                ConvGeometry {
+                    kernel: [3, 3],
+                    stride: 2,
+                    pad: [0, 0, 1, 1],
+                },
+            ),
         ];
         for (cout, g) in cases {
             let [kh, kw] = g.kernel;
             // 3 input channels give K = 27 (buffer only); 4 give a multiple of 4 (both layouts).
             for cin in [3, 4] {
                 let k = cin * kh * kw;
-                for (dtype, layout) in [DType::F32, DType::F16, DType::BF16].into_iter().flat_map(|d| layouts(k).into_iter().map(move |l| (d, l))) {
+                for (dtype, layout) in [DType::F32, DType::F16, DType::BF16]
+                    .into_iter()
+                    .flat_map(|d| layouts(k).into_iter().map(move |l| (d, l)))
+                {
                     let (b, h, w) = (2, 9, 8);
                     let x = randn(&mut r, b * cin * h * w, 1.0);
-                    let (wt, wr) = matrix(&gpu, cout, k, &randn(&mut r, cout * k, 0.5), dtype, layout);
+                    let (wt, wr) =
+                        matrix(&gpu, cout, k, &randn(&mut r, cout * k, 0.5), dtype, layout);
                     let bias = randn(&mut r, cout, 0.5);
                     let y = ops::conv::conv2d(
                         &gpu,
@@ -364,9 +671,20 @@ fn conv2d_geometries_and_dtypes() {
                         g,
                     )
                     .unwrap();
-                    let (want, oh, ow) = cpu::conv2d(&x, &wr, Some(&bias), [b, cin, h, w], [cout, kh, kw], g.stride, g.pad);
+                    let (want, oh, ow) = cpu::conv2d(
+                        &x,
+                        &wr,
+                        Some(&bias),
+                        [b, cin, h, w],
+                        [cout, kh, kw],
+                        g.stride,
+                        g.pad,
+                    );
                     assert_eq!(y.shape(), [b, cout, oh, ow]);
-                    let what = format!("conv {kh}x{kw} s{} {:?} cin {cin} {dtype} {layout:?}", g.stride, g.pad);
+                    let what = format!(
+                        "conv {kh}x{kw} s{} {:?} cin {cin} {dtype} {layout:?}",
+                        g.stride, g.pad
+                    );
                     assert_close(&what, &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
                 }
             }
@@ -382,11 +700,23 @@ fn upsample_patchify_concat_crop() {
         let x = randn(&mut r, b * c * h * w, 1.0);
         let xt = Tensor::from_f32(&gpu, &[b, c, h, w], &x).unwrap();
         let up = ops::resample::upsample_nearest2x(&gpu, &xt).unwrap();
-        assert_close("upsample", &gpu, &up.to_vec(&gpu).unwrap(), &cpu::upsample_nearest2x(&x, h, w), 0.0);
+        assert_close(
+            "upsample",
+            &gpu,
+            &up.to_vec(&gpu).unwrap(),
+            &cpu::upsample_nearest2x(&x, h, w),
+            0.0,
+        );
         for order in [PatchOrder::ChannelFirst, PatchOrder::ChannelLast] {
             let t = ops::layout::patchify(&gpu, &xt, 2, order).unwrap();
             assert_eq!(t.shape(), [b, 15, 12]);
-            assert_close(&format!("patchify {order:?}"), &gpu, &t.to_vec(&gpu).unwrap(), &cpu::patchify(&x, [b, c, h, w], 2, order), 0.0);
+            assert_close(
+                &format!("patchify {order:?}"),
+                &gpu,
+                &t.to_vec(&gpu).unwrap(),
+                &cpu::patchify(&x, [b, c, h, w], 2, order),
+                0.0,
+            );
             let back = ops::layout::unpatchify(&gpu, &t, c, h, w, 2, order).unwrap();
             assert_close("unpatchify", &gpu, &back.to_vec(&gpu).unwrap(), &x, 0.0);
         }
@@ -395,7 +725,31 @@ fn upsample_patchify_concat_crop() {
         let at = Tensor::from_f32(&gpu, &[2, 3, 5], &a).unwrap();
         let bt = Tensor::from_f32(&gpu, &[2, 4, 5], &bb).unwrap();
         let joined = ops::layout::concat_tokens(&gpu, &at, &bt).unwrap();
-        assert_close("concat", &gpu, &joined.to_vec(&gpu).unwrap(), &cpu::concat_tokens(&a, &bb, 2, 5), 0.0);
+        assert_close(
+            "concat",
+            &gpu,
+            &joined.to_vec(&gpu).unwrap(),
+            &cpu::concat_tokens(&a, &bb, 2, 5),
+            0.0,
+        );
+        let stacked = ops::layout::concat_batch(&gpu, &at, &at).unwrap();
+        assert_eq!(stacked.shape(), [4, 3, 5]);
+        let picked = ops::layout::gather_batch(&gpu, &stacked, &[3, 0, 3]).unwrap();
+        let all = stacked.to_vec(&gpu).unwrap();
+        let want: Vec<f32> = [3, 0, 3]
+            .iter()
+            .flat_map(|&i| all[i * 15..(i + 1) * 15].to_vec())
+            .collect();
+        assert_close(
+            "concat_batch + gather_batch",
+            &gpu,
+            &picked.to_vec(&gpu).unwrap(),
+            &want,
+            0.0,
+        );
+        assert_eq!(&all[..30], &a[..]);
+        assert_eq!(&all[30..], &a[..]);
+        assert!(ops::layout::gather_batch(&gpu, &stacked, &[4]).is_err());
         let (p, q) = ops::layout::split_tokens(&gpu, &joined, 3).unwrap();
         assert_close("split first", &gpu, &p.to_vec(&gpu).unwrap(), &a, 0.0);
         assert_close("split second", &gpu, &q.to_vec(&gpu).unwrap(), &bb, 0.0);
@@ -403,11 +757,25 @@ fn upsample_patchify_concat_crop() {
             // D = 70 so crop rows start at offsets that are not binding-aligned.
             let (gt, grid) = weight(&gpu, &[1, 49, 70], &randn(&mut r, 49 * 70, 1.0), dtype);
             let crop = ops::layout::crop_grid(&gpu, &gt, 7, 2, 1, 3, 5).unwrap();
-            assert_close(&format!("crop_grid {dtype}"), &gpu, &crop.to_vec(&gpu).unwrap(), &cpu::crop_grid(&grid, 70, 7, 2, 1, 3, 5), 0.0);
+            assert_close(
+                &format!("crop_grid {dtype}"),
+                &gpu,
+                &crop.to_vec(&gpu).unwrap(),
+                &cpu::crop_grid(&grid, 70, 7, 2, 1, 3, 5),
+                0.0,
+            );
         }
         let gt = Tensor::from_f32(&gpu, &[49, 3], &[0.0; 147]).unwrap();
         assert!(ops::layout::crop_grid(&gpu, &gt, 7, 5, 0, 3, 5).is_err());
-        assert!(ops::layout::patchify(&gpu, &Tensor::from_f32(&gpu, &[1, 1, 3, 4], &[0.0; 12]).unwrap(), 2, PatchOrder::ChannelFirst).is_err());
+        assert!(
+            ops::layout::patchify(
+                &gpu,
+                &Tensor::from_f32(&gpu, &[1, 1, 3, 4], &[0.0; 12]).unwrap(),
+                2,
+                PatchOrder::ChannelFirst
+            )
+            .is_err()
+        );
     }
 }
 
@@ -421,13 +789,19 @@ fn euler_cfg_squared_error_and_elementwise() {
         let xt = Tensor::from_f32(&gpu, &[2, 16, 5, 3], &x).unwrap();
         let vt = Tensor::from_f32(&gpu, &[2, 16, 5, 3], &v).unwrap();
         ops::euler::euler_step(&gpu, &xt, &vt, -0.137).unwrap();
-        let want: Vec<f32> = x.iter().zip(&v).map(|(a, b)| (f64::from(*a) - 0.137 * f64::from(*b)) as f32).collect();
+        let want: Vec<f32> = x
+            .iter()
+            .zip(&v)
+            .map(|(a, b)| (f64::from(*a) - 0.137 * f64::from(*b)) as f32)
+            .collect();
         assert_close("euler", &gpu, &xt.to_vec(&gpu).unwrap(), &want, F32_TOL);
 
         let guided = ops::euler::cfg_combine(&gpu, &vt, 4.5).unwrap();
         assert_eq!(guided.shape(), [1, 16, 5, 3]);
         let half = n / 2;
-        let want: Vec<f32> = (0..half).map(|i| (f64::from(v[i]) + 4.5 * (f64::from(v[half + i]) - f64::from(v[i]))) as f32).collect();
+        let want: Vec<f32> = (0..half)
+            .map(|i| (f64::from(v[i]) + 4.5 * (f64::from(v[half + i]) - f64::from(v[i]))) as f32)
+            .collect();
         assert_close("cfg", &gpu, &guided.to_vec(&gpu).unwrap(), &want, F32_TOL);
 
         // 6 rows (3 candidates x 2 samples), targets repeat per sample; groups of 1 and of 2 rows.
@@ -437,10 +811,25 @@ fn euler_cfg_squared_error_and_elementwise() {
         let at = Tensor::from_f32(&gpu, &[6, cols], &a).unwrap();
         let tt = Tensor::from_f32(&gpu, &[2, cols], &t).unwrap();
         for group in [1, 2, 3] {
-            let got = ops::reduce::squared_error_groups(&gpu, &at, &tt, group).unwrap().to_vec(&gpu).unwrap();
-            let want: Vec<f32> = cpu::squared_error_groups(&a, &t, cols, group).iter().map(|&v| v as f32).collect();
-            assert_close(&format!("squared_error groups of {group}"), &gpu, &got, &want, F32_TOL);
-            let again = ops::reduce::squared_error_groups(&gpu, &at, &tt, group).unwrap().to_vec(&gpu).unwrap();
+            let got = ops::reduce::squared_error_groups(&gpu, &at, &tt, group)
+                .unwrap()
+                .to_vec(&gpu)
+                .unwrap();
+            let want: Vec<f32> = cpu::squared_error_groups(&a, &t, cols, group)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            assert_close(
+                &format!("squared_error groups of {group}"),
+                &gpu,
+                &got,
+                &want,
+                F32_TOL,
+            );
+            let again = ops::reduce::squared_error_groups(&gpu, &at, &tt, group)
+                .unwrap()
+                .to_vec(&gpu)
+                .unwrap();
             assert_eq!(got, again, "reduction is deterministic");
         }
         assert!(ops::reduce::squared_error_groups(&gpu, &at, &tt, 4).is_err());
@@ -449,15 +838,33 @@ fn euler_cfg_squared_error_and_elementwise() {
         let bt = Tensor::from_f32(&gpu, &[3], &bias).unwrap();
         let sum = ops::elementwise::add(&gpu, &vt, &bt).unwrap();
         let want: Vec<f32> = v.iter().enumerate().map(|(i, a)| a + bias[i % 3]).collect();
-        assert_close("add broadcast", &gpu, &sum.to_vec(&gpu).unwrap(), &want, F32_TOL);
+        assert_close(
+            "add broadcast",
+            &gpu,
+            &sum.to_vec(&gpu).unwrap(),
+            &want,
+            F32_TOL,
+        );
         let prod = ops::elementwise::mul(&gpu, &vt, &bt).unwrap();
         let want: Vec<f32> = v.iter().enumerate().map(|(i, a)| a * bias[i % 3]).collect();
-        assert_close("mul broadcast", &gpu, &prod.to_vec(&gpu).unwrap(), &want, F32_TOL);
+        assert_close(
+            "mul broadcast",
+            &gpu,
+            &prod.to_vec(&gpu).unwrap(),
+            &want,
+            F32_TOL,
+        );
         for dtype in [DType::F16, DType::BF16] {
             let (wt, wr) = weight(&gpu, &[7], &randn(&mut r, 7, 3.0), dtype);
             let wide = ops::elementwise::to_f32(&gpu, &wt).unwrap();
             assert_eq!(wide.dtype(), DType::F32);
-            assert_close(&format!("widen {dtype}"), &gpu, &wide.to_vec(&gpu).unwrap(), &wr, 0.0);
+            assert_close(
+                &format!("widen {dtype}"),
+                &gpu,
+                &wide.to_vec(&gpu).unwrap(),
+                &wr,
+                0.0,
+            );
         }
     }
 }

@@ -4,7 +4,12 @@
 use noiseshift_kernels::KernelError;
 use noiseshift_kernels::pipelines::{SHADERS, compose, compose_sources, validate};
 
-const SNIPPETS: [&str; 4] = ["dtype_f32.wgsl", "dtype_f16.wgsl", "dtype_f16_native.wgsl", "dtype_bf16.wgsl"];
+const SNIPPETS: [&str; 4] = [
+    "dtype_f32.wgsl",
+    "dtype_f16.wgsl",
+    "dtype_f16_native.wgsl",
+    "dtype_bf16.wgsl",
+];
 
 #[test]
 fn every_shader_validates_with_every_dtype_snippet() {
@@ -13,19 +18,33 @@ fn every_shader_validates_with_every_dtype_snippet() {
         .map(|(f, _)| *f)
         .filter(|f| !f.starts_with("dtype_") && !f.starts_with("wtex_") && *f != "common.wgsl")
         .collect();
-    assert!(kernels.len() >= 20, "shader table lists {} kernels", kernels.len());
+    assert!(
+        kernels.len() >= 20,
+        "shader table lists {} kernels",
+        kernels.len()
+    );
     for kernel in kernels {
         let text = SHADERS.iter().find(|(f, _)| *f == kernel).unwrap().1;
         // Kernels that read weights through `WPack` or `WTexel` are built with a dtype snippet.
         let variants: Vec<Vec<&'static str>> = if text.contains("array<WPack>") {
-            SNIPPETS.iter().map(|s| vec![*s, "common.wgsl", kernel]).collect()
+            SNIPPETS
+                .iter()
+                .map(|s| vec![*s, "common.wgsl", kernel])
+                .collect()
         } else if text.contains("WTexel") {
-            ["wtex_float.wgsl", "wtex_bf16.wgsl"].iter().map(|s| vec![*s, "common.wgsl", kernel]).collect()
+            ["wtex_float.wgsl", "wtex_bf16.wgsl"]
+                .iter()
+                .map(|s| vec![*s, "common.wgsl", kernel])
+                .collect()
         } else {
             vec![vec!["common.wgsl", kernel]]
         };
         // Sizes the ops define at build time (attention_texture's head dim / 4).
-        let defines: &[(&str, u32)] = if text.contains("array<vec4<f32>, D4>") { &[("D4", 16)] } else { &[] };
+        let defines: &[(&str, u32)] = if text.contains("array<vec4<f32>, D4>") {
+            &[("D4", 16)]
+        } else {
+            &[]
+        };
         for parts in variants {
             let mut composed = compose(&parts).unwrap();
             composed.define(defines);
@@ -39,9 +58,19 @@ fn every_shader_validates_with_every_dtype_snippet() {
 #[test]
 fn errors_name_the_file_and_line() {
     let broken = "fn ok() {}\n\nfn bad() -> f32 {\n    return undefined_name;\n}\n";
-    let composed = compose_sources(&[("dtype_f16_native.wgsl", "enable f16;\nalias WPack = vec4<f16>;\n"), ("broken.wgsl", broken)]);
+    let composed = compose_sources(&[
+        (
+            "dtype_f16_native.wgsl",
+            "enable f16;\nalias WPack = vec4<f16>;\n",
+        ),
+        ("broken.wgsl", broken),
+    ]);
     match validate(&composed) {
-        Err(KernelError::Shader { file, line, message }) => {
+        Err(KernelError::Shader {
+            file,
+            line,
+            message,
+        }) => {
             assert_eq!(file, "broken.wgsl", "{message}");
             assert_eq!(line, 4, "{message}");
         }

@@ -14,7 +14,10 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let adapters = list_adapters();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&adapters).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&adapters).expect("serialisable")
+        );
     }
     if adapters.is_empty() {
         return Err(KernelError::NoAdapter(
@@ -30,8 +33,17 @@ pub fn run(args: Args) -> Result<()> {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     for a in &adapters {
         let yes = |b: bool| if b { "yes" } else { "no" };
-        println!("{}: {} [{}]{}", a.index, a.name, a.backend, if a.index == 0 { "  (default)" } else { "" });
-        println!("   type {}, driver {} {}", a.device_type, a.driver, a.driver_info);
+        println!(
+            "{}: {} [{}]{}",
+            a.index,
+            a.name,
+            a.backend,
+            if a.index == 0 { "  (default)" } else { "" }
+        );
+        println!(
+            "   type {}, driver {} {}",
+            a.device_type, a.driver, a.driver_info
+        );
         println!(
             "   SHADER_F16 {}  SUBGROUP {}  TIMESTAMP_QUERY {}  COOPERATIVE_MATRIX {}",
             yes(a.shader_f16),

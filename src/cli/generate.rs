@@ -10,6 +10,7 @@ use rand_distr::{Distribution, StandardNormal};
 use crate::cli::{open_gpu, profile};
 use crate::error::{Error, Result, input};
 use crate::models::mmdit::{Mmdit, TextConditioning};
+use crate::noiseshift::table::{self, Request, Resolution, Table};
 use crate::progress::Progress;
 use crate::sampler::{Plan, Prompts, sample};
 use crate::schedule::{DEFAULT_SHIFT, sd3_sigmas};
@@ -66,6 +67,14 @@ pub struct Args {
     /// Decode with the model's VAE and write a PNG.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// NoiseShift calibration: a table file, `auto` (a matching table under calibrations/ in
+    /// the working directory or beside the model) or `none`.
+    #[arg(long, default_value = "auto")]
+    calibration: String,
+    /// Reuse a table made for another step count or shift by interpolating its
+    /// sigma_hat(sigma) curve piecewise-linearly.
+    #[arg(long)]
+    calibration_interpolate: bool,
     /// Print the per-kernel time table of the run.
     #[arg(long)]
     profile: bool,
@@ -85,7 +94,9 @@ pub fn seeded_noise(seed: u64, shape: &[usize]) -> HostTensor {
 /// Width and height in pixels: both multiples of `multiple`.
 fn check_size(width: usize, height: usize, multiple: usize) -> Result<()> {
     if width == 0 || height == 0 || width % multiple != 0 || height % multiple != 0 {
-        return input(format!("width and height must be positive multiples of {multiple} pixels, got {width}x{height}"));
+        return input(format!(
+            "width and height must be positive multiples of {multiple} pixels, got {width}x{height}"
+        ));
     }
     Ok(())
 }
@@ -98,21 +109,38 @@ fn load_prompts(gpu: &Gpu, path: &Path, batch: usize, guided: bool) -> Result<Pr
         let e = tensor_file::take(&mut t, embeds, path)?;
         let p = tensor_file::take(&mut t, pooled, path)?;
         if e.shape.len() != 3 || p.shape.len() != 2 || e.shape[0] != p.shape[0] {
-            return input(format!("{}: {embeds} {:?} and {pooled} {:?} must be [B, L, D] and [B, P]", path.display(), e.shape, p.shape));
+            return input(format!(
+                "{}: {embeds} {:?} and {pooled} {:?} must be [B, L, D] and [B, P]",
+                path.display(),
+                e.shape,
+                p.shape
+            ));
         }
         let rows = e.shape[0];
         let index: Vec<usize> = match rows {
             r if r == batch => (0..batch).collect(),
             1 => vec![0; batch],
-            r => return input(format!("{}: {embeds} has batch {r}; expected {batch} (the latents' batch) or 1", path.display())),
+            r => {
+                return input(format!(
+                    "{}: {embeds} has batch {r}; expected {batch} (the latents' batch) or 1",
+                    path.display()
+                ));
+            }
         };
-        Ok(TextConditioning { embeds: e.gather(&index).upload(gpu)?, pooled: p.gather(&index).upload(gpu)? })
+        Ok(TextConditioning {
+            embeds: e.gather(&index).upload(gpu)?,
+            pooled: p.gather(&index).upload(gpu)?,
+        })
     };
     let cond = pair("prompt_embeds", "pooled_prompt_embeds")?;
     let uncond = if guided {
-        Some(pair("negative_prompt_embeds", "negative_pooled_prompt_embeds").map_err(|e| {
-            Error::Input(format!("guidance > 1 needs negative embeddings ({e}); add them or pass --guidance 1"))
-        })?)
+        Some(
+            pair("negative_prompt_embeds", "negative_pooled_prompt_embeds").map_err(|e| {
+                Error::Input(format!(
+                    "guidance > 1 needs negative embeddings ({e}); add them or pass --guidance 1"
+                ))
+            })?,
+        )
     } else {
         None
     };
@@ -122,26 +150,95 @@ fn load_prompts(gpu: &Gpu, path: &Path, batch: usize, guided: bool) -> Result<Pr
 /// Refuse what needs components this model (or this version) does not have, naming them.
 fn check_components(args: &Args, components: &[Component]) -> Result<()> {
     if args.prompt.is_some() || args.negative_prompt.is_some() || args.output_embeds.is_some() {
-        let missing: Vec<&str> = [Component::TextEncoder, Component::TextEncoder2, Component::TextEncoder3]
-            .iter()
-            .filter(|c| !components.contains(c))
-            .map(|c| c.name())
-            .collect();
+        let missing: Vec<&str> = [
+            Component::TextEncoder,
+            Component::TextEncoder2,
+            Component::TextEncoder3,
+        ]
+        .iter()
+        .filter(|c| !components.contains(c))
+        .map(|c| c.name())
+        .collect();
         if !missing.is_empty() {
             return input(format!(
                 "--prompt needs the text encoders, and the model lacks {}; pass --embeds FILE instead",
                 missing.join(", ")
             ));
         }
-        return input("running the text encoders is not supported yet; pass --embeds FILE instead of --prompt");
+        return input(
+            "running the text encoders is not supported yet; pass --embeds FILE instead of --prompt",
+        );
     }
     if args.out.is_some() {
         if !components.contains(&Component::Vae) {
-            return input("--out needs the model's VAE (component 'vae'), which it lacks; use --output-latents FILE");
+            return input(
+                "--out needs the model's VAE (component 'vae'), which it lacks; use --output-latents FILE",
+            );
         }
         return input("VAE decoding is not supported yet; use --output-latents FILE");
     }
     Ok(())
+}
+
+/// Where `--calibration auto` looks: calibrations/<name>/ in the working directory and beside
+/// the model, and calibrations/ inside a model folder.
+fn auto_tables(path: &ModelPath, res: Resolution, steps: usize) -> Vec<PathBuf> {
+    let name = path.name();
+    let file = format!("{}x{}-{steps}steps.json", res.width, res.height);
+    let mut found = vec![table::default_path(Path::new("."), &name, res, steps)];
+    if let Some(parent) = path
+        .path
+        .canonicalize()
+        .ok()
+        .as_deref()
+        .and_then(Path::parent)
+    {
+        found.push(table::default_path(parent, &name, res, steps));
+    }
+    if path.path.is_dir() {
+        found.push(path.path.join("calibrations").join(file));
+    }
+    found.into_iter().filter(|p| p.exists()).collect()
+}
+
+/// The conditioning levels: the sigmas themselves, or a calibration table's sigma_hat.
+fn calibration_levels(args: &Args, path: &ModelPath, req: &Request<'_>) -> Result<Vec<f64>> {
+    let steps = req.sigmas.len() - 1;
+    let uncalibrated = req.sigmas[..steps].to_vec();
+    match args.calibration.as_str() {
+        "none" => Ok(uncalibrated),
+        "auto" => {
+            for candidate in auto_tables(path, req.resolution, steps) {
+                let found = Table::read(&candidate)
+                    .and_then(|t| t.levels(&candidate, req, args.calibration_interpolate));
+                match found {
+                    Ok((levels, note)) => {
+                        eprintln!(
+                            "calibration: {}",
+                            note.unwrap_or_else(|| candidate.display().to_string())
+                        );
+                        return Ok(levels);
+                    }
+                    Err(e) => eprintln!("calibration: ignoring {}: {e}", candidate.display()),
+                }
+            }
+            eprintln!(
+                "calibration: no table for {}x{} at {steps} steps; sampling uncalibrated (see `noiseshift calibrate`)",
+                req.resolution.width, req.resolution.height
+            );
+            Ok(uncalibrated)
+        }
+        file => {
+            let file = Path::new(file);
+            let (levels, note) =
+                Table::read(file)?.levels(file, req, args.calibration_interpolate)?;
+            eprintln!(
+                "calibration: {}",
+                note.unwrap_or_else(|| file.display().to_string())
+            );
+            Ok(levels)
+        }
+    }
 }
 
 pub fn run(args: Args, device: Option<&str>) -> Result<()> {
@@ -170,7 +267,11 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         Some(p) => {
             let l = tensor_file::take(&mut tensor_file::read(p)?, "latents", p)?;
             let [_, _, h, w] = l.shape[..] else {
-                return input(format!("{}: latents {:?} must be [B, C, h, w]", p.display(), l.shape));
+                return input(format!(
+                    "{}: latents {:?} must be [B, C, h, w]",
+                    p.display(),
+                    l.shape
+                ));
             };
             let (width, height) = (args.width.unwrap_or(8 * w), args.height.unwrap_or(8 * h));
             if (width, height) != (8 * w, 8 * h) {
@@ -187,7 +288,10 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
             let native = 8 * config.sample_size;
             let (width, height) = (args.width.unwrap_or(native), args.height.unwrap_or(native));
             check_size(width, height, multiple)?;
-            seeded_noise(args.seed.unwrap_or(0), &[args.batch, config.in_channels, height / 8, width / 8])
+            seeded_noise(
+                args.seed.unwrap_or(0),
+                &[args.batch, config.in_channels, height / 8, width / 8],
+            )
         }
     };
     let shift = args.shift.or(path.scheduler_shift).unwrap_or(DEFAULT_SHIFT);
@@ -195,7 +299,17 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         return input(format!("--shift must be a positive number, got {shift}"));
     }
     let sigmas = sd3_sigmas(args.steps, shift);
-    let levels = sigmas[..args.steps].to_vec();
+    let resolution = Resolution {
+        width: 8 * latents.shape[3],
+        height: 8 * latents.shape[2],
+    };
+    let request = Request {
+        fingerprint: &weights.fingerprint(),
+        resolution,
+        sigmas: &sigmas,
+        shift,
+    };
+    let levels = calibration_levels(&args, &path, &request)?;
 
     let gpu = open_gpu(device, args.profile || args.trace.is_some())?;
     let batch = latents.shape[0];
@@ -206,7 +320,11 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     model.check_latents(&latents.shape)?;
     let x0 = latents.upload(&gpu)?;
     let mut progress = Progress::new("sampling", args.steps as u64);
-    let plan = Plan { sigmas: &sigmas, levels: &levels, guidance: args.guidance };
+    let plan = Plan {
+        sigmas: &sigmas,
+        levels: &levels,
+        guidance: args.guidance,
+    };
     let out = sample(&gpu, &model, &x0, &prompts, &plan, |i| {
         gpu.finish()?;
         progress.advance(1, &format!("step {} sigma {:.4}", i + 1, sigmas[i]));

@@ -50,13 +50,26 @@ pub fn run(args: Args) -> Result<()> {
         "scheduler_shift": path.scheduler_shift,
     });
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serialisable")
+        );
         return Ok(());
     }
-    println!("{}: {} transformer, {} format", path.path.display(), config.family(), format.name());
+    println!(
+        "{}: {} transformer, {} format",
+        path.path.display(),
+        config.family(),
+        format.name()
+    );
     println!(
         "  depth {}, hidden {}, {} heads x {}, patch {}, {} latent channels",
-        config.depth, config.hidden, config.heads, config.head_dim, config.patch, config.in_channels
+        config.depth,
+        config.hidden,
+        config.heads,
+        config.head_dim,
+        config.patch,
+        config.in_channels
     );
     println!(
         "  position grid {0}x{0} (up to {1}x{1} px), qk norm: {2}, dual attention layers: {3:?}",
@@ -65,9 +78,17 @@ pub fn run(args: Args) -> Result<()> {
         if config.qk_norm { "RMSNorm" } else { "none" },
         config.dual_attention_layers
     );
-    println!("  text: joint attention dim {}, pooled dim {}", config.joint_attention_dim, config.pooled_dim);
+    println!(
+        "  text: joint attention dim {}, pooled dim {}",
+        config.joint_attention_dim, config.pooled_dim
+    );
     println!("  config: {}", config.source);
-    println!("  {:.3} M parameters, {:.1} MiB, dtypes {:?}", parameters as f64 / 1e6, bytes as f64 / 1048576.0, weights.dtype_counts(format.prefix()));
+    println!(
+        "  {:.3} M parameters, {:.1} MiB, dtypes {:?}",
+        parameters as f64 / 1e6,
+        bytes as f64 / 1048576.0,
+        weights.dtype_counts(format.prefix())
+    );
     println!("  components: {}", components.join(", "));
     println!("  fingerprint {}", weights.fingerprint());
     Ok(())

@@ -5,6 +5,7 @@ use noiseshift_kernels::{Gpu, GpuOptions};
 
 use crate::error::Result;
 
+pub mod calibrate;
 pub mod devices;
 pub mod generate;
 pub mod inspect;
@@ -35,13 +36,19 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Sample latents (and, later, images) with the flow-matching Euler sampler.
     Generate(generate::Args),
+    /// Find NoiseShift's recalibrated noise levels for a model at one resolution.
+    Calibrate(calibrate::Args),
     /// Time every kernel at representative model shapes, against the device's measured ceilings.
     Profile(profile::Args),
 }
 
 /// Open the adapter the user asked for.
 pub fn open_gpu(device: Option<&str>, profile: bool) -> Result<Gpu> {
-    Ok(Gpu::new(&GpuOptions { device: device.map(str::to_string), profile, ..Default::default() })?)
+    Ok(Gpu::new(&GpuOptions {
+        device: device.map(str::to_string),
+        profile,
+        ..Default::default()
+    })?)
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -50,6 +57,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Devices(a) => devices::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Generate(a) => generate::run(a, device),
+        Command::Calibrate(a) => calibrate::run(a, device),
         Command::Profile(a) => profile::run(a, device),
     }
 }

@@ -47,7 +47,9 @@ fn profile_model(gpu: &Gpu, path: &Path, width: usize, height: usize) -> Result<
     let model = Mmdit::load(gpu, &weights, mp.config.as_ref())?;
     let c = &model.config;
     if width % 16 != 0 || height % 16 != 0 {
-        return input(format!("width and height must be multiples of 16 pixels, got {width}x{height}"));
+        return input(format!(
+            "width and height must be multiples of 16 pixels, got {width}x{height}"
+        ));
     }
     let latents = seeded_noise(0, &[1, c.in_channels, height / 8, width / 8]);
     let text = TextConditioning {
@@ -74,7 +76,14 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
                 return input("--tokens and --reps must be at least 1");
             }
             gpu.profiler().set_enabled(true);
-            suite::run(&gpu, SuiteShape { tokens: args.tokens, ..SuiteShape::default() }, args.reps)?;
+            suite::run(
+                &gpu,
+                SuiteShape {
+                    tokens: args.tokens,
+                    ..SuiteShape::default()
+                },
+                args.reps,
+            )?;
         }
     }
     if args.json {
@@ -85,21 +94,32 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
             "ceilings": ceilings,
             "kernels": summaries,
         });
-        println!("{}", serde_json::to_string_pretty(&out).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serialisable")
+        );
         return Ok(());
     }
     report_run(&gpu, true, args.trace.as_deref())
 }
 
 /// Per-kernel summaries of everything the profiler recorded, with ceilings measured now.
-fn summarize(gpu: &Gpu, trace: Option<&Path>) -> Result<(Vec<KernelSummary>, prof::Ceilings, Timing)> {
+fn summarize(
+    gpu: &Gpu,
+    trace: Option<&Path>,
+) -> Result<(Vec<KernelSummary>, prof::Ceilings, Timing)> {
     gpu.finish()?;
     let records = gpu.profiler().take_records();
     let timing = gpu.profiler().timing();
     if let Some(path) = trace {
-        let text = serde_json::to_string(&prof::chrome_trace(&records)).map_err(|e| Error::Failure(e.to_string()))?;
+        let text = serde_json::to_string(&prof::chrome_trace(&records))
+            .map_err(|e| Error::Failure(e.to_string()))?;
         write_atomic(path, text.as_bytes())?;
-        eprintln!("wrote trace {} ({} dispatches)", path.display(), records.len());
+        eprintln!(
+            "wrote trace {} ({} dispatches)",
+            path.display(),
+            records.len()
+        );
     }
     let ceilings = ceilings::measure(gpu)?;
     Ok((prof::summarize(&records, ceilings), ceilings, timing))
@@ -114,7 +134,10 @@ pub fn report_run(gpu: &Gpu, table: bool, trace: Option<&Path>) -> Result<()> {
             Timing::WallClock => "wall time per dispatch (no timestamp queries on this adapter)",
         };
         println!("{} — times from {how}", gpu.adapter.label());
-        println!("ceilings measured now: {:.1} GFLOP/s (FMA kernel), {:.1} GB/s (copy kernel)", ceilings.gflops, ceilings.gbps);
+        println!(
+            "ceilings measured now: {:.1} GFLOP/s (FMA kernel), {:.1} GB/s (copy kernel)",
+            ceilings.gflops, ceilings.gbps
+        );
         print!("{}", prof::table(&summaries));
     }
     Ok(())

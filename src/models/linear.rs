@@ -20,18 +20,40 @@ impl Linear {
 
     /// A layer whose weight is stored under another shape with `out` rows (a patch-embedding
     /// conv [D, C, p, p] used as [D, C*p*p] on patchified tokens).
-    pub fn load_reshaped(gpu: &Gpu, w: &WeightSet, name: &str, shape: &[usize], out: usize) -> Result<Linear> {
+    pub fn load_reshaped(
+        gpu: &Gpu,
+        w: &WeightSet,
+        name: &str,
+        shape: &[usize],
+        out: usize,
+    ) -> Result<Linear> {
         let t = w.get_shaped(&format!("{name}.weight"), shape)?;
         let inp = shape.iter().product::<usize>() / out;
         let weight = Matrix::upload(gpu, out, inp, t.dtype, &[t.bytes], MatrixLayout::Auto)
-            .map_err(|e| crate::error::Error::Input(format!("tensor '{}' in {}: {e}", t.name, t.path.display())))?;
-        let bias = if w.contains(&format!("{name}.bias")) { Some(load_vector(gpu, w, &format!("{name}.bias"), out)?) } else { None };
+            .map_err(|e| {
+                crate::error::Error::Input(format!(
+                    "tensor '{}' in {}: {e}",
+                    t.name,
+                    t.path.display()
+                ))
+            })?;
+        let bias = if w.contains(&format!("{name}.bias")) {
+            Some(load_vector(gpu, w, &format!("{name}.bias"), out)?)
+        } else {
+            None
+        };
         Ok(Linear { weight, bias })
     }
 
     /// Several layers with the same input stacked into one matrix (q, k, v -> qkv): each part's
     /// rows are written straight into place, so there is still a single upload per weight.
-    pub fn load_fused(gpu: &Gpu, w: &WeightSet, names: &[&str], outs: &[usize], inp: usize) -> Result<Linear> {
+    pub fn load_fused(
+        gpu: &Gpu,
+        w: &WeightSet,
+        names: &[&str],
+        outs: &[usize],
+        inp: usize,
+    ) -> Result<Linear> {
         let weights = names
             .iter()
             .zip(outs)
@@ -39,12 +61,21 @@ impl Linear {
             .collect::<Result<Vec<_>>>()?;
         let dtype = weights[0].dtype;
         if let Some(odd) = weights.iter().find(|t| t.dtype != dtype) {
-            return crate::error::input(format!("tensor '{}' is {} while '{}' is {dtype}", odd.name, odd.dtype, weights[0].name));
+            return crate::error::input(format!(
+                "tensor '{}' is {} while '{}' is {dtype}",
+                odd.name, odd.dtype, weights[0].name
+            ));
         }
         let total: usize = outs.iter().sum();
         let parts: Vec<&[u8]> = weights.iter().map(|t| t.bytes).collect();
-        let weight = Matrix::upload(gpu, total, inp, dtype, &parts, MatrixLayout::Auto)
-            .map_err(|e| crate::error::Error::Input(format!("tensor '{}' in {}: {e}", weights[0].name, weights[0].path.display())))?;
+        let weight =
+            Matrix::upload(gpu, total, inp, dtype, &parts, MatrixLayout::Auto).map_err(|e| {
+                crate::error::Error::Input(format!(
+                    "tensor '{}' in {}: {e}",
+                    weights[0].name,
+                    weights[0].path.display()
+                ))
+            })?;
         let bias = if w.contains(&format!("{}.bias", names[0])) {
             let biases = names
                 .iter()
@@ -61,7 +92,13 @@ impl Linear {
     }
 
     pub fn forward(&self, gpu: &Gpu, x: &Tensor, act: Act) -> Result<Tensor> {
-        Ok(ops::matmul::linear(gpu, x, &self.weight, self.bias.as_ref(), act)?)
+        Ok(ops::matmul::linear(
+            gpu,
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            act,
+        )?)
     }
 }
 

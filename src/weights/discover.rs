@@ -76,7 +76,8 @@ pub struct ModelPath {
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: invalid JSON: {e}", path.display())))
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Input(format!("{}: invalid JSON: {e}", path.display())))
 }
 
 /// The safetensors files of a diffusers model folder: the shard index when present, else the
@@ -85,12 +86,15 @@ fn folder_weights(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("diffusion_pytorch_model.safetensors.index.json");
     if index.exists() {
         let json = read_json(&index)?;
-        let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
-            Error::Input(format!("{}: no weight_map object", index.display()))
-        })?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::Input(format!("{}: no weight_map object", index.display())))?;
         let mut files: Vec<PathBuf> = Vec::new();
         for v in map.values() {
-            let name = v.as_str().ok_or_else(|| Error::Input(format!("{}: non-string shard name", index.display())))?;
+            let name = v.as_str().ok_or_else(|| {
+                Error::Input(format!("{}: non-string shard name", index.display()))
+            })?;
             let p = dir.join(name);
             if !files.contains(&p) {
                 files.push(p);
@@ -98,7 +102,11 @@ fn folder_weights(dir: &Path) -> Result<Vec<PathBuf>> {
         }
         for f in &files {
             if !f.exists() {
-                return input(format!("shard {} listed in {} is missing", f.display(), index.display()));
+                return input(format!(
+                    "shard {} listed in {} is missing",
+                    f.display(),
+                    index.display()
+                ));
             }
         }
         files.sort();
@@ -138,13 +146,27 @@ impl ModelPath {
         if path.join("model_index.json").exists() {
             let tdir = path.join("transformer");
             if !tdir.is_dir() {
-                return input(format!("{}: pipeline folder without a transformer/ folder", path.display()));
+                return input(format!(
+                    "{}: pipeline folder without a transformer/ folder",
+                    path.display()
+                ));
             }
             let config_path = tdir.join("config.json");
-            let config = if config_path.exists() { Some(read_json(&config_path)?) } else { None };
+            let config = if config_path.exists() {
+                Some(read_json(&config_path)?)
+            } else {
+                None
+            };
             let sched = path.join("scheduler").join("scheduler_config.json");
-            let scheduler_shift = if sched.exists() { read_json(&sched)?.get("shift").and_then(|v| v.as_f64()) } else { None };
-            let folder_components = Component::FOLDERS.into_iter().filter(|c| path.join(c.name()).is_dir()).collect();
+            let scheduler_shift = if sched.exists() {
+                read_json(&sched)?.get("shift").and_then(|v| v.as_f64())
+            } else {
+                None
+            };
+            let folder_components = Component::FOLDERS
+                .into_iter()
+                .filter(|c| path.join(c.name()).is_dir())
+                .collect();
             return Ok(ModelPath {
                 path: path.to_path_buf(),
                 layout: Layout::Pipeline,
@@ -195,8 +217,16 @@ impl ModelPath {
 
     /// A short name for the model: the folder or file name without extension.
     pub fn name(&self) -> String {
-        let path = self.path.canonicalize().unwrap_or_else(|_| self.path.clone());
-        let stem = if self.layout == Layout::SingleFile { path.file_stem() } else { path.file_name() };
-        stem.map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+        let path = self
+            .path
+            .canonicalize()
+            .unwrap_or_else(|_| self.path.clone());
+        let stem = if self.layout == Layout::SingleFile {
+            path.file_stem()
+        } else {
+            path.file_name()
+        };
+        stem.map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
     }
 }

@@ -65,31 +65,55 @@ impl WeightSet {
             // SAFETY: the mapping is read-only; a file truncated underneath us would fault, as
             // with every mmap-based loader; we do not modify model files.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::read(path, e))?;
-            let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
-                Error::Input(format!("{}: not a valid safetensors file: {e}", path.display()))
-            })?;
+            let (header_len, meta) =
+                safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
+                    Error::Input(format!(
+                        "{}: not a valid safetensors file: {e}",
+                        path.display()
+                    ))
+                })?;
             let data_start = 8 + header_len;
             let index = files.len();
             let mut listing = BTreeMap::new();
             for (name, info) in meta.tensors() {
                 let (s, e) = info.data_offsets;
-                listing.insert(name.clone(), format!("{name} {:?} {:?} {s} {e}\n", info.dtype, info.shape));
+                listing.insert(
+                    name.clone(),
+                    format!("{name} {:?} {:?} {s} {e}\n", info.dtype, info.shape),
+                );
                 // Other dtypes are refused only if a model asks for the tensor.
                 let Some(dtype) = dtype_of(info.dtype) else {
                     unsupported.insert(name, (index, format!("{:?}", info.dtype)));
                     continue;
                 };
                 if entries.contains_key(&name) {
-                    return input(format!("tensor '{name}' appears twice (again in {})", path.display()));
+                    return input(format!(
+                        "tensor '{name}' appears twice (again in {})",
+                        path.display()
+                    ));
                 }
                 entries.insert(
                     name,
-                    Entry { file: index, dtype, shape: info.shape.clone(), start: data_start + s, end: data_start + e },
+                    Entry {
+                        file: index,
+                        dtype,
+                        shape: info.shape.clone(),
+                        start: data_start + s,
+                        end: data_start + e,
+                    },
                 );
             }
-            files.push(Mapped { path: path.clone(), map, listing: listing.into_values().collect() });
+            files.push(Mapped {
+                path: path.clone(),
+                map,
+                listing: listing.into_values().collect(),
+            });
         }
-        Ok(WeightSet { files, entries, unsupported })
+        Ok(WeightSet {
+            files,
+            entries,
+            unsupported,
+        })
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -105,13 +129,25 @@ impl WeightSet {
         let Some((key, e)) = self.entries.get_key_value(name) else {
             if let Some((file, dtype)) = self.unsupported.get(name) {
                 let path = self.files[*file].path.display();
-                return input(format!("tensor '{name}' in {path} has dtype {dtype}; only f32, f16 and bf16 are supported"));
+                return input(format!(
+                    "tensor '{name}' in {path} has dtype {dtype}; only f32, f16 and bf16 are supported"
+                ));
             }
-            let files: Vec<String> = self.files.iter().map(|f| f.path.display().to_string()).collect();
+            let files: Vec<String> = self
+                .files
+                .iter()
+                .map(|f| f.path.display().to_string())
+                .collect();
             return input(format!("missing tensor '{name}' in {}", files.join(", ")));
         };
         let f = &self.files[e.file];
-        Ok(TensorRef { name: key, path: &f.path, dtype: e.dtype, shape: &e.shape, bytes: &f.map[e.start..e.end] })
+        Ok(TensorRef {
+            name: key,
+            path: &f.path,
+            dtype: e.dtype,
+            shape: &e.shape,
+            bytes: &f.map[e.start..e.end],
+        })
     }
 
     /// The tensor, checked against the expected shape.
@@ -132,7 +168,12 @@ impl WeightSet {
         self.entries
             .iter()
             .filter(|(n, _)| n.starts_with(prefix))
-            .fold((0, 0), |(p, b), (_, e)| (p + e.shape.iter().product::<usize>() as u64, b + (e.end - e.start) as u64))
+            .fold((0, 0), |(p, b), (_, e)| {
+                (
+                    p + e.shape.iter().product::<usize>() as u64,
+                    b + (e.end - e.start) as u64,
+                )
+            })
     }
 
     /// Count of tensors per dtype under `prefix`.
@@ -151,7 +192,11 @@ impl WeightSet {
         for f in &self.files {
             h.update(f.listing.as_bytes());
         }
-        h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+        h.finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     pub fn paths(&self) -> Vec<&Path> {
@@ -168,7 +213,11 @@ impl TensorRef<'_> {
     /// Upload under another shape with the same element count (a conv kernel used as a linear).
     pub fn upload_as(&self, gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
         Tensor::from_raw(gpu, shape, self.dtype, self.bytes).map_err(|e| {
-            Error::Input(format!("tensor '{}' in {}: {e}", self.name, self.path.display()))
+            Error::Input(format!(
+                "tensor '{}' in {}: {e}",
+                self.name,
+                self.path.display()
+            ))
         })
     }
 }

@@ -21,7 +21,13 @@ pub fn gpu() -> Gpu {
 pub fn all_gpus() -> Vec<Gpu> {
     list_adapters()
         .iter()
-        .map(|a| Gpu::new(&GpuOptions { device: Some(a.index.to_string()), ..Default::default() }).unwrap())
+        .map(|a| {
+            Gpu::new(&GpuOptions {
+                device: Some(a.index.to_string()),
+                ..Default::default()
+            })
+            .unwrap()
+        })
         .collect()
 }
 
@@ -36,17 +42,27 @@ pub fn read(path: &Path) -> std::collections::HashMap<String, HostTensor> {
 }
 
 pub fn text(gpu: &Gpu, embeds: &HostTensor, pooled: &HostTensor) -> TextConditioning {
-    TextConditioning { embeds: embeds.upload(gpu).unwrap(), pooled: pooled.upload(gpu).unwrap() }
+    TextConditioning {
+        embeds: embeds.upload(gpu).unwrap(),
+        pooled: pooled.upload(gpu).unwrap(),
+    }
 }
 
 /// max |ours - ref| / max |ref|, printed, and asserted below `tol`.
 pub fn assert_max_rel(what: &str, ours: &[f32], reference: &[f32], tol: f64) -> f64 {
     assert_eq!(ours.len(), reference.len(), "{what}: length");
-    let max_ref = reference.iter().fold(0.0f64, |m, v| m.max(f64::from(*v).abs()));
-    let max_err = ours.iter().zip(reference).fold(0.0f64, |m, (a, b)| m.max((f64::from(*a) - f64::from(*b)).abs()));
+    let max_ref = reference
+        .iter()
+        .fold(0.0f64, |m, v| m.max(f64::from(*v).abs()));
+    let max_err = ours.iter().zip(reference).fold(0.0f64, |m, (a, b)| {
+        m.max((f64::from(*a) - f64::from(*b)).abs())
+    });
     let rel = max_err / max_ref.max(1e-30);
     println!("{what}: max|ours - ref| / max|ref| = {rel:.2e} (max|ref| = {max_ref:.3})");
-    assert!(ours.iter().all(|v| v.is_finite()), "{what}: non-finite output");
+    assert!(
+        ours.iter().all(|v| v.is_finite()),
+        "{what}: non-finite output"
+    );
     assert!(rel <= tol, "{what}: error {rel:.2e} > {tol:.0e}");
     rel
 }

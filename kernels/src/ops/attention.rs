@@ -52,7 +52,16 @@ pub fn attention(
     head_dim: usize,
     scale: f32,
 ) -> Result<Tensor> {
-    attention_with(gpu, q, kv, batch, heads, head_dim, scale, AttentionVariant::Auto)
+    attention_with(
+        gpu,
+        q,
+        kv,
+        batch,
+        heads,
+        head_dim,
+        scale,
+        AttentionVariant::Auto,
+    )
 }
 
 /// [`attention`] with the kernel chosen by the caller.
@@ -69,28 +78,49 @@ pub fn attention_with(
 ) -> Result<Tensor> {
     const OP: &str = "attention";
     if head_dim == 0 || head_dim % 4 != 0 || head_dim > MAX_HEAD_DIM {
-        return shape_err(OP, format!("head dim {head_dim} must be a multiple of 4 up to {MAX_HEAD_DIM}"));
+        return shape_err(
+            OP,
+            format!("head dim {head_dim} must be a multiple of 4 up to {MAX_HEAD_DIM}"),
+        );
     }
     if kv.is_empty() || kv.len() > 2 {
-        return shape_err(OP, format!("{} key/value sources given, 1 or 2 supported", kv.len()));
+        return shape_err(
+            OP,
+            format!("{} key/value sources given, 1 or 2 supported", kv.len()),
+        );
     }
     let width = heads * head_dim;
     let check = |what: &str, t: &Tensor, len: usize, offs: &[usize]| -> Result<()> {
         expect_f32(OP, what, t)?;
         if t.rows() != batch * len {
-            return shape_err(OP, format!("{what} {:?} has {} rows, expected {batch} x {len}", t.shape(), t.rows()));
+            return shape_err(
+                OP,
+                format!(
+                    "{what} {:?} has {} rows, expected {batch} x {len}",
+                    t.shape(),
+                    t.rows()
+                ),
+            );
         }
         if t.cols() % 4 != 0 || offs.iter().any(|o| o % 4 != 0 || o + width > t.cols()) {
             return shape_err(
                 OP,
-                format!("{what} {:?}: offsets {offs:?} + {width} must fit the row, all multiples of 4", t.shape()),
+                format!(
+                    "{what} {:?}: offsets {offs:?} + {width} must fit the row, all multiples of 4",
+                    t.shape()
+                ),
             );
         }
         Ok(())
     };
     check("query", q.tensor, q.len, &[q.off])?;
     for (i, s) in kv.iter().enumerate() {
-        check(if i == 0 { "key/value 1" } else { "key/value 2" }, s.tensor, s.len, &[s.k_off, s.v_off])?;
+        check(
+            if i == 0 { "key/value 1" } else { "key/value 2" },
+            s.tensor,
+            s.len,
+            &[s.k_off, s.v_off],
+        )?;
     }
     if kv.iter().map(|s| s.len).sum::<usize>() == 0 {
         return shape_err(OP, "no keys to attend to");
@@ -105,7 +135,12 @@ pub fn attention_with(
         attention_texture(gpu, q, kv, batch, heads, head_dim, scale, &out)?;
         return Ok(out);
     }
-    let second = kv.get(1).copied().unwrap_or(KvSource { tensor: kv[0].tensor, len: 0, k_off: 0, v_off: 0 });
+    let second = kv.get(1).copied().unwrap_or(KvSource {
+        tensor: kv[0].tensor,
+        len: 0,
+        k_off: 0,
+        v_off: 0,
+    });
     let (a, b) = (kv[0], second);
     let params = [
         batch as u32,
@@ -130,7 +165,12 @@ pub fn attention_with(
     gpu.dispatch(
         &Kernel::new(OP, &["attention.wgsl"]).trusted(),
         words(&params),
-        &[q.tensor.bind("query"), a.tensor.bind("key/value 1"), b.tensor.bind("key/value 2"), out.bind("out")],
+        &[
+            q.tensor.bind("query"),
+            a.tensor.bind("key/value 1"),
+            b.tensor.bind("key/value 2"),
+            out.bind("out"),
+        ],
         [q.len.div_ceil(64) as u32, heads as u32, batch as u32],
         Cost::new(4.0 * work, bytes),
     )?;
@@ -138,7 +178,14 @@ pub fn attention_with(
 }
 
 /// Pack the k (or v) columns of every source into one texture: row b * lk + offset + t.
-fn pack_sources(gpu: &Gpu, slot: Scratch, kv: &[KvSource<'_>], values: bool, batches: std::ops::Range<usize>, width: usize) -> Result<wgpu::TextureView> {
+fn pack_sources(
+    gpu: &Gpu,
+    slot: Scratch,
+    kv: &[KvSource<'_>],
+    values: bool,
+    batches: std::ops::Range<usize>,
+    width: usize,
+) -> Result<wgpu::TextureView> {
     let lk: usize = kv.iter().map(|s| s.len).sum();
     let nb = batches.len();
     let (_, view) = gpu.scratch_texture(slot, (width / 4) as u32, (nb * lk) as u32)?;
@@ -158,7 +205,10 @@ fn pack_sources(gpu: &Gpu, slot: Scratch, kv: &[KvSource<'_>], values: bool, bat
         gpu.dispatch(
             &Kernel::new("pack_texture", &["common.wgsl", "pack_texture.wgsl"]),
             words(&params),
-            &[s.tensor.bind(if values { "values" } else { "keys" }), Bind::Texture(&view)],
+            &[
+                s.tensor.bind(if values { "values" } else { "keys" }),
+                Bind::Texture(&view),
+            ],
             grid_flat(gpu, width / 4 * nb * s.len),
             Cost::new(0.0, 8.0 * (nb * s.len * width) as f64),
         )?;
@@ -194,20 +244,42 @@ fn attention_texture(
         });
     }
     let per = (max / lk).max(1);
-    let kernel = Kernel::new("attention_texture", &["attention_texture.wgsl"]).define("D4", (head_dim / 4) as u32).trusted();
+    let kernel = Kernel::new("attention_texture", &["attention_texture.wgsl"])
+        .define("D4", (head_dim / 4) as u32)
+        .trusted();
     for b0 in (0..batch).step_by(per) {
         let batches = b0..(b0 + per).min(batch);
         let keys = pack_sources(gpu, Scratch::Keys, kv, false, batches.clone(), width)?;
         let values = pack_sources(gpu, Scratch::Values, kv, true, batches.clone(), width)?;
-        let params = [heads as u32, scale.to_bits(), q.len as u32, q.tensor.cols() as u32, q.off as u32, lk as u32, b0 as u32];
+        let params = [
+            heads as u32,
+            scale.to_bits(),
+            q.len as u32,
+            q.tensor.cols() as u32,
+            q.off as u32,
+            lk as u32,
+            b0 as u32,
+        ];
         let nb = batches.len();
         let work = (nb * heads * q.len) as f64 * lk as f64 * head_dim as f64;
         gpu.dispatch(
             &kernel,
             words(&params),
-            &[q.tensor.bind("query"), Bind::Texture(&keys), Bind::Texture(&values), out.bind("out")],
-            [q.len.div_ceil(TEX_TQ * TEX_WG[0]) as u32, heads.div_ceil(TEX_WG[1]) as u32, nb as u32],
-            Cost::new(4.0 * work, 4.0 * (nb * width) as f64 * (2.0 * q.len as f64 + 2.0 * lk as f64)),
+            &[
+                q.tensor.bind("query"),
+                Bind::Texture(&keys),
+                Bind::Texture(&values),
+                out.bind("out"),
+            ],
+            [
+                q.len.div_ceil(TEX_TQ * TEX_WG[0]) as u32,
+                heads.div_ceil(TEX_WG[1]) as u32,
+                nb as u32,
+            ],
+            Cost::new(
+                4.0 * work,
+                4.0 * (nb * width) as f64 * (2.0 * q.len as f64 + 2.0 * lk as f64),
+            ),
         )?;
     }
     Ok(())

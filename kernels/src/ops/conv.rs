@@ -23,21 +23,40 @@ pub struct ConvGeometry {
 impl ConvGeometry {
     /// A k x k kernel with symmetric padding.
     pub fn square(k: usize, stride: usize, pad: usize) -> Self {
-        ConvGeometry { kernel: [k, k], stride, pad: [pad; 4] }
+        ConvGeometry {
+            kernel: [k, k],
+            stride,
+            pad: [pad; 4],
+        }
     }
 }
 
 /// y = conv2d(x, w) + b; x [B, Cin, H, W], w [Cout, Cin*kh*kw], b [Cout] f32.
-pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Matrix, bias: Option<&Tensor>, g: ConvGeometry) -> Result<Tensor> {
+pub fn conv2d(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Matrix,
+    bias: Option<&Tensor>,
+    g: ConvGeometry,
+) -> Result<Tensor> {
     const OP: &str = "conv2d";
     expect_f32(OP, "input", x)?;
     let [b, cin, h, wd] = *x.shape() else {
-        return shape_err(OP, format!("input must be [B, C, H, W], got {:?}", x.shape()));
+        return shape_err(
+            OP,
+            format!("input must be [B, C, H, W], got {:?}", x.shape()),
+        );
     };
     let [kh, kw] = g.kernel;
     let cout = w.rows();
     if kh * kw == 0 || w.cols() != cin * kh * kw {
-        return shape_err(OP, format!("weight [{cout}, {}] is not {cin} input channels x {kh}x{kw}", w.cols()));
+        return shape_err(
+            OP,
+            format!(
+                "weight [{cout}, {}] is not {cin} input channels x {kh}x{kw}",
+                w.cols()
+            ),
+        );
     }
     if let Some(bias) = bias {
         expect_f32(OP, "bias", bias)?;
@@ -47,7 +66,13 @@ pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Matrix, bias: Option<&Tensor>, g: ConvG
     }
     let [pt, pl, pb, pr] = g.pad;
     if g.stride == 0 || h + pt + pb < kh || wd + pl + pr < kw {
-        return shape_err(OP, format!("kernel {kh}x{kw} stride {} does not fit a padded {h}x{wd} input", g.stride));
+        return shape_err(
+            OP,
+            format!(
+                "kernel {kh}x{kw} stride {} does not fit a padded {h}x{wd} input",
+                g.stride
+            ),
+        );
     }
     let oh = (h + pt + pb - kh) / g.stride + 1;
     let ow = (wd + pl + pr - kw) / g.stride + 1;
@@ -60,10 +85,22 @@ pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Matrix, bias: Option<&Tensor>, g: ConvG
             let texels = ksize / 4;
             // Rows of the im2col texture are output pixels; no binding limit applies to them.
             for rows in chunks_max(OP, pixels, &[1], u64::MAX, 1, max_rows)? {
-                let (_, tex) = gpu.scratch_texture(Scratch::Packed, texels as u32, rows.len() as u32)?;
+                let (_, tex) =
+                    gpu.scratch_texture(Scratch::Packed, texels as u32, rows.len() as u32)?;
                 let params = [
-                    texels as u32, rows.len() as u32, rows.start as u32, cin as u32, h as u32, wd as u32, ow as u32,
-                    (oh * ow) as u32, kh as u32, kw as u32, g.stride as u32, pt as u32, pl as u32,
+                    texels as u32,
+                    rows.len() as u32,
+                    rows.start as u32,
+                    cin as u32,
+                    h as u32,
+                    wd as u32,
+                    ow as u32,
+                    (oh * ow) as u32,
+                    kh as u32,
+                    kw as u32,
+                    g.stride as u32,
+                    pt as u32,
+                    pl as u32,
                 ];
                 gpu.dispatch(
                     &Kernel::new("im2col_texture", &["common.wgsl", "im2col_texture.wgsl"]),
@@ -72,23 +109,52 @@ pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Matrix, bias: Option<&Tensor>, g: ConvG
                     grid_flat(gpu, texels * rows.len()),
                     Cost::new(0.0, 8.0 * (rows.len() * ksize) as f64),
                 )?;
-                let out = OutputRows { first: rows.start, pix: oh * ow };
+                let out = OutputRows {
+                    first: rows.start,
+                    pix: oh * ow,
+                };
                 dispatch_texture(gpu, &tex, rows.len(), w, bias, Act::None, y.bind("y"), out)?;
             }
         }
         Store::Buffer(wt) => {
             let params = [
-                cin as u32, h as u32, wd as u32, cout as u32, oh as u32, ow as u32, kh as u32, kw as u32,
-                g.stride as u32, pt as u32, pl as u32, bias.is_some() as u32,
+                cin as u32,
+                h as u32,
+                wd as u32,
+                cout as u32,
+                oh as u32,
+                ow as u32,
+                kh as u32,
+                kw as u32,
+                g.stride as u32,
+                pt as u32,
+                pl as u32,
+                bias.is_some() as u32,
             ];
-            let kernel = Kernel::new(OP, &[weight_snippet(gpu, wt.dtype()), "common.wgsl", "conv2d.wgsl"]);
+            let kernel = Kernel::new(
+                OP,
+                &[
+                    weight_snippet(gpu, wt.dtype()),
+                    "common.wgsl",
+                    "conv2d.wgsl",
+                ],
+            );
             let flops = 2.0 * (b * cout * oh * ow * ksize) as f64;
             let bytes = (x.numel() * 4 + wt.numel() * wt.dtype().size() + y.numel() * 4) as f64;
             gpu.dispatch(
                 &kernel,
                 words(&params),
-                &[x.bind("x"), wt.bind("weight"), bias.map_or_else(|| gpu.unused(), |t| t.bind("bias")), y.bind("y")],
-                [(oh * ow).div_ceil(64) as u32, cout.div_ceil(4) as u32, b as u32],
+                &[
+                    x.bind("x"),
+                    wt.bind("weight"),
+                    bias.map_or_else(|| gpu.unused(), |t| t.bind("bias")),
+                    y.bind("y"),
+                ],
+                [
+                    (oh * ow).div_ceil(64) as u32,
+                    cout.div_ceil(4) as u32,
+                    b as u32,
+                ],
                 Cost::new(flops, bytes),
             )?;
         }

@@ -15,7 +15,11 @@ fn binary(gpu: &Gpu, op: &'static str, code: u32, a: &Tensor, b: &Tensor) -> Res
     if nb == 0 || n % nb != 0 {
         return Err(KernelError::Shape {
             op,
-            message: format!("b {:?} does not repeat evenly over a {:?}", b.shape(), a.shape()),
+            message: format!(
+                "b {:?} does not repeat evenly over a {:?}",
+                b.shape(),
+                a.shape()
+            ),
         });
     }
     let out = Tensor::empty(gpu, a.shape(), DType::F32)?;
@@ -48,7 +52,10 @@ pub fn to_f32(gpu: &Gpu, t: &Tensor) -> Result<Tensor> {
     }
     let n = t.numel();
     let out = Tensor::empty(gpu, t.shape(), DType::F32)?;
-    let kernel = Kernel::new("cast", &[weight_snippet(gpu, t.dtype()), "common.wgsl", "cast.wgsl"]);
+    let kernel = Kernel::new(
+        "cast",
+        &[weight_snippet(gpu, t.dtype()), "common.wgsl", "cast.wgsl"],
+    );
     gpu.dispatch(
         &kernel,
         words(&[n as u32]),

@@ -12,7 +12,9 @@ pub fn timestep_features(t: &[f64], dim: usize, max_period: f64) -> Vec<f32> {
     let half = dim / 2;
     let mut out = Vec::with_capacity(t.len() * dim);
     for &tv in t {
-        let args: Vec<f64> = (0..half).map(|i| tv * (-(max_period.ln()) * i as f64 / half as f64).exp()).collect();
+        let args: Vec<f64> = (0..half)
+            .map(|i| tv * (-(max_period.ln()) * i as f64 / half as f64).exp())
+            .collect();
         out.extend(args.iter().map(|a| a.cos() as f32));
         out.extend(args.iter().map(|a| a.sin() as f32));
         out.extend(std::iter::repeat_n(0.0, dim - 2 * half));

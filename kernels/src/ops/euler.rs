@@ -13,7 +13,10 @@ pub fn euler_step(gpu: &Gpu, x: &Tensor, v: &Tensor, dt: f32) -> Result<()> {
     expect_f32(OP, "x", x)?;
     expect_f32(OP, "v", v)?;
     if x.shape() != v.shape() {
-        return shape_err(OP, format!("x {:?} and v {:?} differ", x.shape(), v.shape()));
+        return shape_err(
+            OP,
+            format!("x {:?} and v {:?} differ", x.shape(), v.shape()),
+        );
     }
     let n = x.numel();
     gpu.dispatch(
@@ -30,7 +33,13 @@ pub fn cfg_combine(gpu: &Gpu, v: &Tensor, guidance: f32) -> Result<Tensor> {
     const OP: &str = "cfg";
     expect_f32(OP, "v", v)?;
     let Some(&rows) = v.shape().first().filter(|&&b| b % 2 == 0 && b > 0) else {
-        return shape_err(OP, format!("v {:?} must have an even batch (uncond rows, then cond rows)", v.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "v {:?} must have an even batch (uncond rows, then cond rows)",
+                v.shape()
+            ),
+        );
     };
     let mut shape = v.shape().to_vec();
     shape[0] = rows / 2;

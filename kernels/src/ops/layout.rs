@@ -18,14 +18,20 @@ pub enum PatchOrder {
 }
 
 fn patch_kernel(unpatch: bool, order: PatchOrder) -> Kernel {
-    Kernel::new(if unpatch { "unpatchify" } else { "patchify" }, &["common.wgsl", "patchify.wgsl"])
-        .constant("UNPATCH", unpatch as u32)
-        .constant("CHANNEL_LAST", (order == PatchOrder::ChannelLast) as u32)
+    Kernel::new(
+        if unpatch { "unpatchify" } else { "patchify" },
+        &["common.wgsl", "patchify.wgsl"],
+    )
+    .constant("UNPATCH", unpatch as u32)
+    .constant("CHANNEL_LAST", (order == PatchOrder::ChannelLast) as u32)
 }
 
 fn check_grid(op: &'static str, c: usize, h: usize, w: usize, patch: usize) -> Result<()> {
     if patch == 0 || h % patch != 0 || w % patch != 0 || c == 0 {
-        return shape_err(op, format!("{h}x{w} is not a whole number of {patch}x{patch} patches"));
+        return shape_err(
+            op,
+            format!("{h}x{w} is not a whole number of {patch}x{patch} patches"),
+        );
     }
     Ok(())
 }
@@ -35,10 +41,17 @@ pub fn patchify(gpu: &Gpu, x: &Tensor, patch: usize, order: PatchOrder) -> Resul
     const OP: &str = "patchify";
     expect_f32(OP, "input", x)?;
     let [b, c, h, w] = *x.shape() else {
-        return shape_err(OP, format!("input must be [B, C, H, W], got {:?}", x.shape()));
+        return shape_err(
+            OP,
+            format!("input must be [B, C, H, W], got {:?}", x.shape()),
+        );
     };
     check_grid(OP, c, h, w, patch)?;
-    let y = Tensor::empty(gpu, &[b, (h / patch) * (w / patch), patch * patch * c], DType::F32)?;
+    let y = Tensor::empty(
+        gpu,
+        &[b, (h / patch) * (w / patch), patch * patch * c],
+        DType::F32,
+    )?;
     let n = x.numel();
     gpu.dispatch(
         &patch_kernel(false, order),
@@ -51,7 +64,15 @@ pub fn patchify(gpu: &Gpu, x: &Tensor, patch: usize, order: PatchOrder) -> Resul
 }
 
 /// Tokens [B, (H/p)(W/p), p*p*C] -> [B, C, H, W].
-pub fn unpatchify(gpu: &Gpu, t: &Tensor, c: usize, h: usize, w: usize, patch: usize, order: PatchOrder) -> Result<Tensor> {
+pub fn unpatchify(
+    gpu: &Gpu,
+    t: &Tensor,
+    c: usize,
+    h: usize,
+    w: usize,
+    patch: usize,
+    order: PatchOrder,
+) -> Result<Tensor> {
     const OP: &str = "unpatchify";
     expect_f32(OP, "tokens", t)?;
     check_grid(OP, c, h, w, patch)?;
@@ -60,7 +81,13 @@ pub fn unpatchify(gpu: &Gpu, t: &Tensor, c: usize, h: usize, w: usize, patch: us
         return shape_err(OP, format!("tokens must be [B, L, F], got {:?}", t.shape()));
     };
     if l != tokens || f != patch * patch * c {
-        return shape_err(OP, format!("tokens {:?} do not match {c} channels of {h}x{w} in {patch}x{patch} patches", t.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "tokens {:?} do not match {c} channels of {h}x{w} in {patch}x{patch} patches",
+                t.shape()
+            ),
+        );
     }
     let y = Tensor::empty(gpu, &[b, c, h, w], DType::F32)?;
     let n = y.numel();
@@ -75,7 +102,11 @@ pub fn unpatchify(gpu: &Gpu, t: &Tensor, c: usize, h: usize, w: usize, patch: us
 }
 
 fn concat_kernel(split: bool) -> Kernel {
-    Kernel::new(if split { "split" } else { "concat" }, &["common.wgsl", "concat.wgsl"]).constant("SPLIT", split as u32)
+    Kernel::new(
+        if split { "split" } else { "concat" },
+        &["common.wgsl", "concat.wgsl"],
+    )
+    .constant("SPLIT", split as u32)
 }
 
 /// [B, L1, D] and [B, L2, D] -> [B, L1 + L2, D].
@@ -84,10 +115,24 @@ pub fn concat_tokens(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     expect_f32(OP, "a", a)?;
     expect_f32(OP, "b", b)?;
     let (&[ba, l1, d], &[bb, l2, db]) = (a.shape(), b.shape()) else {
-        return shape_err(OP, format!("inputs must be [B, L, D], got {:?} and {:?}", a.shape(), b.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "inputs must be [B, L, D], got {:?} and {:?}",
+                a.shape(),
+                b.shape()
+            ),
+        );
     };
     if ba != bb || d != db {
-        return shape_err(OP, format!("{:?} and {:?} differ in batch or width", a.shape(), b.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "{:?} and {:?} differ in batch or width",
+                a.shape(),
+                b.shape()
+            ),
+        );
     }
     let out = Tensor::empty(gpu, &[ba, l1 + l2, d], DType::F32)?;
     let n = out.numel();
@@ -127,11 +172,25 @@ pub fn split_tokens(gpu: &Gpu, x: &Tensor, l1: usize) -> Result<(Tensor, Tensor)
 /// Rows of `src` [.., grid*grid, D] (row-major on a grid x grid square, any stored dtype)
 /// cropped to the h x w window at (top, left), as f32 [h*w, D]. Only the rows the window spans
 /// are bound, so a position table larger than one binding still works.
-pub fn crop_grid(gpu: &Gpu, src: &Tensor, grid: usize, top: usize, left: usize, h: usize, w: usize) -> Result<Tensor> {
+pub fn crop_grid(
+    gpu: &Gpu,
+    src: &Tensor,
+    grid: usize,
+    top: usize,
+    left: usize,
+    h: usize,
+    w: usize,
+) -> Result<Tensor> {
     const OP: &str = "crop_grid";
     let d = src.cols();
     if src.rows() != grid * grid || top + h > grid || left + w > grid || h == 0 || w == 0 {
-        return shape_err(OP, format!("{h}x{w} at ({top}, {left}) does not fit a {grid}x{grid} grid of {:?}", src.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "{h}x{w} at ({top}, {left}) does not fit a {grid}x{grid} grid of {:?}",
+                src.shape()
+            ),
+        );
     }
     let out = Tensor::empty(gpu, &[h * w, d], DType::F32)?;
     let n = out.numel();
@@ -141,10 +200,27 @@ pub fn crop_grid(gpu: &Gpu, src: &Tensor, grid: usize, top: usize, left: usize, 
     let align = u64::from(gpu.limits.min_storage_buffer_offset_alignment);
     let start = (first_elem * esize) / align * align;
     let size = (last_elem * esize - start).next_multiple_of(16);
-    let bind = src.bind_range("position table", start, size.min(src.byte_len().next_multiple_of(16) - start));
+    let bind = src.bind_range(
+        "position table",
+        start,
+        size.min(src.byte_len().next_multiple_of(16) - start),
+    );
     gpu.dispatch(
-        &Kernel::new(OP, &[weight_snippet(gpu, src.dtype()), "common.wgsl", "crop_grid.wgsl"]),
-        words(&[n as u32, d as u32, grid as u32, w as u32, (first_elem - start / esize) as u32]),
+        &Kernel::new(
+            OP,
+            &[
+                weight_snippet(gpu, src.dtype()),
+                "common.wgsl",
+                "crop_grid.wgsl",
+            ],
+        ),
+        words(&[
+            n as u32,
+            d as u32,
+            grid as u32,
+            w as u32,
+            (first_elem - start / esize) as u32,
+        ]),
         &[bind, out.bind("out")],
         grid_flat(gpu, n),
         Cost::new(0.0, (4 + esize as usize) as f64 * n as f64),
@@ -158,7 +234,14 @@ pub fn concat_batch(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     expect_f32(OP, "a", a)?;
     expect_f32(OP, "b", b)?;
     if a.shape().is_empty() || a.shape()[1..] != b.shape()[1..] {
-        return shape_err(OP, format!("{:?} and {:?} differ beyond the batch dimension", a.shape(), b.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "{:?} and {:?} differ beyond the batch dimension",
+                a.shape(),
+                b.shape()
+            ),
+        );
     }
     let mut shape = a.shape().to_vec();
     shape[0] += b.shape()[0];
@@ -166,5 +249,31 @@ pub fn concat_batch(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let a_bytes = (a.numel() * 4) as u64;
     gpu.copy(a.buffer(), 0, out.buffer(), 0, a_bytes);
     gpu.copy(b.buffer(), 0, out.buffer(), a_bytes, (b.numel() * 4) as u64);
+    Ok(out)
+}
+
+/// Rows `indices` of the first dimension of x (repeats allowed), by buffer copies.
+pub fn gather_batch(gpu: &Gpu, x: &Tensor, indices: &[usize]) -> Result<Tensor> {
+    const OP: &str = "gather_batch";
+    expect_f32(OP, "input", x)?;
+    let Some(&rows) = x.shape().first() else {
+        return shape_err(OP, "a scalar has no rows");
+    };
+    if let Some(bad) = indices.iter().find(|&&i| i >= rows) {
+        return shape_err(OP, format!("row {bad} of a batch of {rows}"));
+    }
+    let mut shape = x.shape().to_vec();
+    shape[0] = indices.len();
+    let out = Tensor::empty(gpu, &shape, DType::F32)?;
+    let row_bytes = (x.numel() / rows * 4) as u64;
+    for (dst, &src) in indices.iter().enumerate() {
+        gpu.copy(
+            x.buffer(),
+            src as u64 * row_bytes,
+            out.buffer(),
+            dst as u64 * row_bytes,
+            row_bytes,
+        );
+    }
     Ok(out)
 }

@@ -24,7 +24,13 @@ const TEX_TILE_M: usize = 16 * 16;
 const TEX_TILE_N: usize = 16 * 8;
 
 /// y = act(x W^T + b).
-pub fn linear(gpu: &Gpu, x: &Tensor, w: &Matrix, bias: Option<&Tensor>, act: Act) -> Result<Tensor> {
+pub fn linear(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Matrix,
+    bias: Option<&Tensor>,
+    act: Act,
+) -> Result<Tensor> {
     check(x, w, bias)?;
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("checked rank") = w.rows();
@@ -38,12 +44,21 @@ fn check(x: &Tensor, w: &Matrix, bias: Option<&Tensor>) -> Result<()> {
     expect_f32(OP, "input", x)?;
     let (n, k) = (w.rows(), w.cols());
     if x.shape().is_empty() || x.cols() != k {
-        return Err(KernelError::Shape { op: OP, message: format!("input {:?} does not end in K = {k} of weight [{n}, {k}]", x.shape()) });
+        return Err(KernelError::Shape {
+            op: OP,
+            message: format!(
+                "input {:?} does not end in K = {k} of weight [{n}, {k}]",
+                x.shape()
+            ),
+        });
     }
     if let Some(b) = bias {
         expect_f32(OP, "bias", b)?;
         if b.shape() != [n] {
-            return Err(KernelError::Shape { op: OP, message: format!("bias {:?} must be [{n}]", b.shape()) });
+            return Err(KernelError::Shape {
+                op: OP,
+                message: format!("bias {:?} must be [{n}]", b.shape()),
+            });
         }
     }
     Ok(())
@@ -62,8 +77,16 @@ fn weight_name(dtype: DType, texture: bool) -> &'static str {
 
 /// The texture kernel for weights of `dtype`.
 pub(crate) fn texture_kernel(dtype: DType) -> Kernel {
-    let snippet = if dtype == DType::BF16 { "wtex_bf16.wgsl" } else { "wtex_float.wgsl" };
-    Kernel::new(weight_name(dtype, true), &[snippet, "common.wgsl", "linear_texture.wgsl"]).trusted()
+    let snippet = if dtype == DType::BF16 {
+        "wtex_bf16.wgsl"
+    } else {
+        "wtex_float.wgsl"
+    };
+    Kernel::new(
+        weight_name(dtype, true),
+        &[snippet, "common.wgsl", "linear_texture.wgsl"],
+    )
+    .trusted()
 }
 
 /// Output placement of the texture matmul: row-major rows, or NCHW pixels (convolution).
@@ -88,7 +111,9 @@ pub(crate) fn dispatch_texture(
     y: Bind<'_>,
     out: OutputRows,
 ) -> Result<()> {
-    let Store::Textures(chunks) = &w.store else { unreachable!("texture matmul of a buffer matrix") };
+    let Store::Textures(chunks) = &w.store else {
+        unreachable!("texture matmul of a buffer matrix")
+    };
     let (n, k) = (w.rows(), w.cols());
     let kernel = texture_kernel(w.dtype());
     for chunk in chunks {
@@ -105,12 +130,19 @@ pub(crate) fn dispatch_texture(
             out.first as u32,
             out.pix as u32,
         ];
-        let cost = Cost::new(2.0 * (rows * nc * k) as f64, (rows * k * 4 + nc * k * w.dtype().size() + rows * nc * 4) as f64);
+        let cost = Cost::new(
+            2.0 * (rows * nc * k) as f64,
+            (rows * k * 4 + nc * k * w.dtype().size() + rows * nc * 4) as f64,
+        );
         gpu.dispatch(
             &kernel,
             words(&params),
             &[Bind::Texture(x_tex), Bind::Texture(&chunk.view), b_bind, y],
-            [nc.div_ceil(TEX_TILE_N) as u32, rows.div_ceil(TEX_TILE_M) as u32, 1],
+            [
+                nc.div_ceil(TEX_TILE_N) as u32,
+                rows.div_ceil(TEX_TILE_M) as u32,
+                1,
+            ],
             cost,
         )?;
     }
@@ -119,7 +151,12 @@ pub(crate) fn dispatch_texture(
 
 /// Put rows `rows` of x [M, K] into an input texture (K/4 texels wide): a plain copy when
 /// rows are a multiple of 256 bytes (every real model width), else the pack kernel.
-fn pack_rows(gpu: &Gpu, x: &Tensor, k: usize, rows: std::ops::Range<usize>) -> Result<wgpu::TextureView> {
+fn pack_rows(
+    gpu: &Gpu,
+    x: &Tensor,
+    k: usize,
+    rows: std::ops::Range<usize>,
+) -> Result<wgpu::TextureView> {
     let mc = rows.len();
     let texels = k / 4;
     let offset = (rows.start * k * 4) as u64;
@@ -129,11 +166,23 @@ fn pack_rows(gpu: &Gpu, x: &Tensor, k: usize, rows: std::ops::Range<usize>) -> R
         return Ok(view);
     }
     let (_, view) = gpu.scratch_texture(Scratch::Packed, texels as u32, mc as u32)?;
-    let params = [texels as u32, mc as u32, texels as u32, 0, mc as u32, mc as u32, 0, 0];
+    let params = [
+        texels as u32,
+        mc as u32,
+        texels as u32,
+        0,
+        mc as u32,
+        mc as u32,
+        0,
+        0,
+    ];
     gpu.dispatch(
         &Kernel::new("pack_texture", &["common.wgsl", "pack_texture.wgsl"]),
         words(&params),
-        &[x.bind_range("x", offset, (mc * k * 4) as u64), Bind::Texture(&view)],
+        &[
+            x.bind_range("x", offset, (mc * k * 4) as u64),
+            Bind::Texture(&view),
+        ],
         grid_flat(gpu, texels * mc),
         Cost::new(0.0, 8.0 * (mc * k) as f64),
     )?;
@@ -141,12 +190,22 @@ fn pack_rows(gpu: &Gpu, x: &Tensor, k: usize, rows: std::ops::Range<usize>) -> R
 }
 
 /// y = act(x W^T + b) into an existing [.., N] tensor.
-pub fn linear_into(gpu: &Gpu, x: &Tensor, w: &Matrix, bias: Option<&Tensor>, act: Act, y: &Tensor) -> Result<()> {
+pub fn linear_into(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Matrix,
+    bias: Option<&Tensor>,
+    act: Act,
+    y: &Tensor,
+) -> Result<()> {
     check(x, w, bias)?;
     let (n, k) = (w.rows(), w.cols());
     let m = x.rows();
     if y.numel() != m * n || y.cols() != n || y.dtype() != DType::F32 {
-        return Err(KernelError::Shape { op: "linear", message: format!("output {:?} must be [{m}, {n}] f32", y.shape()) });
+        return Err(KernelError::Shape {
+            op: "linear",
+            message: format!("output {:?} must be [{m}, {n}] f32", y.shape()),
+        });
     }
     if m == 0 || n == 0 {
         return Ok(());
@@ -157,10 +216,30 @@ pub fn linear_into(gpu: &Gpu, x: &Tensor, w: &Matrix, bias: Option<&Tensor>, act
     match &w.store {
         Store::Textures(_) => {
             let max_rows = gpu.limits.max_texture_dimension_2d as usize;
-            for rows in chunks_max("linear input/output rows", m, &row_items, limit, align, max_rows)? {
+            for rows in chunks_max(
+                "linear input/output rows",
+                m,
+                &row_items,
+                limit,
+                align,
+                max_rows,
+            )? {
                 let tex = pack_rows(gpu, x, k, rows.clone())?;
-                let y_bind = y.bind_range("y", (rows.start * n * 4) as u64, (rows.len() * n * 4) as u64);
-                dispatch_texture(gpu, &tex, rows.len(), w, bias, act, y_bind, OutputRows { first: 0, pix: 0 })?;
+                let y_bind = y.bind_range(
+                    "y",
+                    (rows.start * n * 4) as u64,
+                    (rows.len() * n * 4) as u64,
+                );
+                dispatch_texture(
+                    gpu,
+                    &tex,
+                    rows.len(),
+                    w,
+                    bias,
+                    act,
+                    y_bind,
+                    OutputRows { first: 0, pix: 0 },
+                )?;
             }
             Ok(())
         }
@@ -168,7 +247,15 @@ pub fn linear_into(gpu: &Gpu, x: &Tensor, w: &Matrix, bias: Option<&Tensor>, act
     }
 }
 
-fn linear_buffer(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act, y: &Tensor, row_items: &[u64]) -> Result<()> {
+fn linear_buffer(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    act: Act,
+    y: &Tensor,
+    row_items: &[u64],
+) -> Result<()> {
     let (n, k) = (w.shape()[0], w.shape()[1]);
     let m = x.rows();
     let align = u64::from(gpu.limits.min_storage_buffer_offset_alignment);
@@ -179,26 +266,58 @@ fn linear_buffer(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: 
     let col_chunks = chunks("linear weight rows", n, &[k as u64 * wsize], limit, align)?;
     let vec4 = k % 4 == 0;
     let kernel = if vec4 {
-        Kernel::new(weight_name(w.dtype(), false), &[weight_snippet(gpu, w.dtype()), "common.wgsl", "linear.wgsl"]).trusted()
+        Kernel::new(
+            weight_name(w.dtype(), false),
+            &[weight_snippet(gpu, w.dtype()), "common.wgsl", "linear.wgsl"],
+        )
+        .trusted()
     } else {
-        Kernel::new("linear_scalar", &[weight_snippet(gpu, w.dtype()), "common.wgsl", "linear_scalar.wgsl"])
+        Kernel::new(
+            "linear_scalar",
+            &[
+                weight_snippet(gpu, w.dtype()),
+                "common.wgsl",
+                "linear_scalar.wgsl",
+            ],
+        )
     };
     for rows in &row_chunks {
         for cols in &col_chunks {
             let (mc, nc) = (rows.len(), cols.len());
             let x_bind = x.bind_range("x", rows.start as u64 * k as u64 * 4, (mc * k * 4) as u64);
-            let w_bind = w.bind_range("weight", cols.start as u64 * k as u64 * wsize, nc as u64 * k as u64 * wsize);
+            let w_bind = w.bind_range(
+                "weight",
+                cols.start as u64 * k as u64 * wsize,
+                nc as u64 * k as u64 * wsize,
+            );
             let y_bind = y.bind_range("y", rows.start as u64 * n as u64 * 4, (mc * n * 4) as u64);
             let b_bind = bias.map_or_else(|| gpu.unused(), |b| b.bind("bias"));
             let kdim = if vec4 { k / 4 } else { k };
-            let params = [mc as u32, nc as u32, kdim as u32, n as u32, cols.start as u32, bias.is_some() as u32, act as u32];
+            let params = [
+                mc as u32,
+                nc as u32,
+                kdim as u32,
+                n as u32,
+                cols.start as u32,
+                bias.is_some() as u32,
+                act as u32,
+            ];
             let groups = if vec4 {
                 [nc.div_ceil(TILE_N) as u32, mc.div_ceil(TILE_M) as u32, 1]
             } else {
                 [nc.div_ceil(16) as u32, mc.div_ceil(16) as u32, 1]
             };
-            let cost = Cost::new(2.0 * (mc * nc * k) as f64, (mc * k * 4 + nc * k * w.dtype().size() + mc * nc * 4) as f64);
-            gpu.dispatch(&kernel, words(&params), &[x_bind, w_bind, b_bind, y_bind], groups, cost)?;
+            let cost = Cost::new(
+                2.0 * (mc * nc * k) as f64,
+                (mc * k * 4 + nc * k * w.dtype().size() + mc * nc * 4) as f64,
+            );
+            gpu.dispatch(
+                &kernel,
+                words(&params),
+                &[x_bind, w_bind, b_bind, y_bind],
+                groups,
+                cost,
+            )?;
         }
     }
     Ok(())

@@ -47,7 +47,10 @@ pub(crate) fn weight_snippet(gpu: &Gpu, dtype: DType) -> &'static str {
 /// Activations are f32: refuse anything else with the op's name.
 pub(crate) fn expect_f32(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
     if t.dtype() != DType::F32 {
-        return Err(KernelError::DType { op, message: format!("{what} must be f32, got {}", t.dtype()) });
+        return Err(KernelError::DType {
+            op,
+            message: format!("{what} must be f32, got {}", t.dtype()),
+        });
     }
     Ok(())
 }
@@ -55,7 +58,13 @@ pub(crate) fn expect_f32(op: &'static str, what: &str, t: &Tensor) -> Result<()>
 /// Split `total` items into ranges such that, for every operand i, the range's
 /// `item_bytes[i]`-sized items fit `limit`, with every range start at a multiple of `align`
 /// bytes in every operand (the device's storage offset alignment).
-pub(crate) fn chunks(what: &str, total: usize, item_bytes: &[u64], limit: u64, align: u64) -> Result<Vec<Range<usize>>> {
+pub(crate) fn chunks(
+    what: &str,
+    total: usize,
+    item_bytes: &[u64],
+    limit: u64,
+    align: u64,
+) -> Result<Vec<Range<usize>>> {
     chunks_max(what, total, item_bytes, limit, align, usize::MAX)
 }
 
@@ -77,7 +86,9 @@ pub(crate) fn chunks_max(
     }
     // Items per aligned step: the smallest count whose bytes are a multiple of `align` in
     // every operand.
-    let step = item_bytes.iter().fold(1usize, |acc, &b| lcm(acc, (align / gcd(align, b.max(1))) as usize));
+    let step = item_bytes.iter().fold(1usize, |acc, &b| {
+        lcm(acc, (align / gcd(align, b.max(1))) as usize)
+    });
     let per = (((limit / largest) as usize).min(max_items) / step) * step;
     if per == 0 {
         return Err(KernelError::TooLarge {
@@ -87,7 +98,10 @@ pub(crate) fn chunks_max(
             limit_name: "max_storage_buffer_binding_size",
         });
     }
-    Ok((0..total).step_by(per).map(|s| s..(s + per).min(total)).collect())
+    Ok((0..total)
+        .step_by(per)
+        .map(|s| s..(s + per).min(total))
+        .collect())
 }
 
 fn lcm(a: usize, b: usize) -> usize {
@@ -96,7 +110,13 @@ fn lcm(a: usize, b: usize) -> usize {
 
 /// Element ranges of a flat f32 op whose every binding fits the device limit.
 pub(crate) fn flat_chunks(gpu: &Gpu, what: &str, n: usize) -> Result<Vec<Range<usize>>> {
-    chunks(what, n, &[4], gpu.max_binding(), u64::from(gpu.limits.min_storage_buffer_offset_alignment))
+    chunks(
+        what,
+        n,
+        &[4],
+        gpu.max_binding(),
+        u64::from(gpu.limits.min_storage_buffer_offset_alignment),
+    )
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -132,6 +152,11 @@ mod tests {
             assert_eq!((c.start as u64 * 116) % 256, 0);
             assert!(c.len() as u64 * 272 <= 32768);
         }
-        assert!(chunks_max("x", 100, &[4], 1 << 20, 4, 30).unwrap().iter().all(|c| c.len() <= 30));
+        assert!(
+            chunks_max("x", 100, &[4], 1 << 20, 4, 30)
+                .unwrap()
+                .iter()
+                .all(|c| c.len() <= 30)
+        );
     }
 }

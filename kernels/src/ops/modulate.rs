@@ -17,7 +17,14 @@ pub fn modulate(gpu: &Gpu, x: &Tensor, m: Modulation<'_>) -> Result<Tensor> {
     let stride = m.check(OP, rows, d, &[m.shift, m.scale])?;
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
     let n = x.numel();
-    let params = [n as u32, d as u32, m.tokens as u32, stride as u32, (m.shift * d) as u32, (m.scale * d) as u32];
+    let params = [
+        n as u32,
+        d as u32,
+        m.tokens as u32,
+        stride as u32,
+        (m.shift * d) as u32,
+        (m.scale * d) as u32,
+    ];
     gpu.dispatch(
         &Kernel::new(OP, &["common.wgsl", "modulate.wgsl"]),
         words(&params),
@@ -30,18 +37,39 @@ pub fn modulate(gpu: &Gpu, x: &Tensor, m: Modulation<'_>) -> Result<Tensor> {
 
 /// x += gate * y in place; `gate` is a chunk index of the modulation table (tokens per sample
 /// as in `table`).
-pub fn gated_residual(gpu: &Gpu, x: &Tensor, y: &Tensor, table: &Tensor, tokens: usize, gate: usize) -> Result<()> {
+pub fn gated_residual(
+    gpu: &Gpu,
+    x: &Tensor,
+    y: &Tensor,
+    table: &Tensor,
+    tokens: usize,
+    gate: usize,
+) -> Result<()> {
     const OP: &str = "gated_residual";
     expect_f32(OP, "x", x)?;
     expect_f32(OP, "y", y)?;
     if x.shape() != y.shape() {
-        return shape_err(OP, format!("x {:?} and y {:?} differ", x.shape(), y.shape()));
+        return shape_err(
+            OP,
+            format!("x {:?} and y {:?} differ", x.shape(), y.shape()),
+        );
     }
     let (rows, d) = (x.rows(), x.cols());
-    let m = Modulation { table, tokens, shift: gate, scale: gate };
+    let m = Modulation {
+        table,
+        tokens,
+        shift: gate,
+        scale: gate,
+    };
     let stride = m.check(OP, rows, d, &[gate])?;
     let n = x.numel();
-    let params = [n as u32, d as u32, tokens as u32, stride as u32, (gate * d) as u32];
+    let params = [
+        n as u32,
+        d as u32,
+        tokens as u32,
+        stride as u32,
+        (gate * d) as u32,
+    ];
     gpu.dispatch(
         &Kernel::new(OP, &["common.wgsl", "gated_residual.wgsl"]),
         words(&params),

@@ -21,20 +21,40 @@ pub struct Modulation<'a> {
 
 impl Modulation<'_> {
     /// Check the table against x [rows, d]; returns the table's row stride.
-    pub(crate) fn check(&self, op: &'static str, rows: usize, d: usize, chunks: &[usize]) -> Result<usize> {
+    pub(crate) fn check(
+        &self,
+        op: &'static str,
+        rows: usize,
+        d: usize,
+        chunks: &[usize],
+    ) -> Result<usize> {
         expect_f32(op, "modulation", self.table)?;
         let stride = self.table.cols();
         if self.tokens == 0 || rows % self.tokens != 0 {
-            return shape_err(op, format!("{rows} rows are not a whole number of samples of {} tokens", self.tokens));
+            return shape_err(
+                op,
+                format!(
+                    "{rows} rows are not a whole number of samples of {} tokens",
+                    self.tokens
+                ),
+            );
         }
         if self.table.rows() != rows / self.tokens {
             return shape_err(
                 op,
-                format!("modulation {:?} has {} rows for {} samples", self.table.shape(), self.table.rows(), rows / self.tokens),
+                format!(
+                    "modulation {:?} has {} rows for {} samples",
+                    self.table.shape(),
+                    self.table.rows(),
+                    rows / self.tokens
+                ),
             );
         }
         if let Some(&c) = chunks.iter().find(|&&c| (c + 1) * d > stride) {
-            return shape_err(op, format!("chunk {c} of width {d} lies outside the modulation row of {stride}"));
+            return shape_err(
+                op,
+                format!("chunk {c} of width {d} lies outside the modulation row of {stride}"),
+            );
         }
         Ok(stride)
     }
@@ -62,7 +82,12 @@ pub fn layer_norm(
         }
     }
     let (mod_stride, shift, scale, tokens) = match &modulation {
-        Some(m) => (m.check(OP, rows, d, &[m.shift, m.scale])?, m.shift * d, m.scale * d, m.tokens),
+        Some(m) => (
+            m.check(OP, rows, d, &[m.shift, m.scale])?,
+            m.shift * d,
+            m.scale * d,
+            m.tokens,
+        ),
         None => (0, 0, 0, rows.max(1)),
     };
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
@@ -82,13 +107,25 @@ pub fn layer_norm(
         x.bind("x"),
         weight.map_or_else(|| gpu.unused(), |w| w.bind("weight")),
         bias.map_or_else(|| gpu.unused(), |b| b.bind("bias")),
-        modulation.as_ref().map_or_else(|| gpu.unused(), |m| m.table.bind("modulation")),
+        modulation
+            .as_ref()
+            .map_or_else(|| gpu.unused(), |m| m.table.bind("modulation")),
         y.bind("y"),
     ];
     let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;
-    let groups = [rows.min(max_x).max(1) as u32, rows.div_ceil(max_x).max(1) as u32, 1];
+    let groups = [
+        rows.min(max_x).max(1) as u32,
+        rows.div_ceil(max_x).max(1) as u32,
+        1,
+    ];
     let n = (rows * d) as f64;
-    gpu.dispatch(&Kernel::new(OP, &["layer_norm.wgsl"]), words(&params), &binds, groups, Cost::new(8.0 * n, 12.0 * n))?;
+    gpu.dispatch(
+        &Kernel::new(OP, &["layer_norm.wgsl"]),
+        words(&params),
+        &binds,
+        groups,
+        Cost::new(8.0 * n, 12.0 * n),
+    )?;
     Ok(y)
 }
 
@@ -107,7 +144,13 @@ impl Heads {
         if self.d == 0 || self.col_off + self.heads * self.d > x.cols() {
             return shape_err(
                 op,
-                format!("{} heads of {} from column {} exceed rows of {}", self.heads, self.d, self.col_off, x.cols()),
+                format!(
+                    "{} heads of {} from column {} exceed rows of {}",
+                    self.heads,
+                    self.d,
+                    self.col_off,
+                    x.cols()
+                ),
             );
         }
         Ok(())
@@ -115,12 +158,21 @@ impl Heads {
 }
 
 /// RMSNorm with a learned weight [d], in place on every head segment of `x`.
-pub fn rms_norm_heads(gpu: &Gpu, x: &Tensor, heads: Heads, weight: &Tensor, eps: f32) -> Result<()> {
+pub fn rms_norm_heads(
+    gpu: &Gpu,
+    x: &Tensor,
+    heads: Heads,
+    weight: &Tensor,
+    eps: f32,
+) -> Result<()> {
     const OP: &str = "rms_norm";
     heads.check(OP, x)?;
     expect_f32(OP, "weight", weight)?;
     if weight.shape() != [heads.d] {
-        return shape_err(OP, format!("weight {:?} must be [{}]", weight.shape(), heads.d));
+        return shape_err(
+            OP,
+            format!("weight {:?} must be [{}]", weight.shape(), heads.d),
+        );
     }
     let rows = x.rows();
     let n = rows * heads.heads;
@@ -155,10 +207,16 @@ pub fn group_norm(
     const OP: &str = "group_norm";
     expect_f32(OP, "input", x)?;
     let [b, c, h, w] = x.shape() else {
-        return shape_err(OP, format!("input must be [B, C, H, W], got {:?}", x.shape()));
+        return shape_err(
+            OP,
+            format!("input must be [B, C, H, W], got {:?}", x.shape()),
+        );
     };
     if groups == 0 || c % groups != 0 {
-        return Err(KernelError::Shape { op: OP, message: format!("{c} channels do not split into {groups} groups") });
+        return Err(KernelError::Shape {
+            op: OP,
+            message: format!("{c} channels do not split into {groups} groups"),
+        });
     }
     for (what, t) in [("weight", weight), ("bias", bias)] {
         expect_f32(OP, what, t)?;
@@ -167,12 +225,23 @@ pub fn group_norm(
         }
     }
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
-    let params = [*c as u32, groups as u32, (h * w) as u32, eps.to_bits(), act as u32];
+    let params = [
+        *c as u32,
+        groups as u32,
+        (h * w) as u32,
+        eps.to_bits(),
+        act as u32,
+    ];
     let n = x.numel() as f64;
     gpu.dispatch(
         &Kernel::new(OP, &["common.wgsl", "group_norm.wgsl"]),
         words(&params),
-        &[x.bind("x"), weight.bind("weight"), bias.bind("bias"), y.bind("y")],
+        &[
+            x.bind("x"),
+            weight.bind("weight"),
+            bias.bind("bias"),
+            y.bind("y"),
+        ],
         [groups as u32, *b as u32, 1],
         Cost::new(10.0 * n, 12.0 * n),
     )?;

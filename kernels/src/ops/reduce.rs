@@ -10,7 +10,12 @@ use crate::tensor::{DType, Tensor};
 /// out[g] = sum over the `group_rows` rows of group g of (a[r] - b[r mod rows_b])^2, where a is
 /// [R, C] (leading dims flattened) and b is [rows_b, C]: one shared target per sample serves
 /// every candidate. R must be a multiple of group_rows and of rows_b.
-pub fn squared_error_groups(gpu: &Gpu, a: &Tensor, b: &Tensor, group_rows: usize) -> Result<Tensor> {
+pub fn squared_error_groups(
+    gpu: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    group_rows: usize,
+) -> Result<Tensor> {
     const OP: &str = "squared_error";
     expect_f32(OP, "a", a)?;
     expect_f32(OP, "b", b)?;
@@ -18,10 +23,20 @@ pub fn squared_error_groups(gpu: &Gpu, a: &Tensor, b: &Tensor, group_rows: usize
     let rows_b = *b.shape().first().unwrap_or(&0);
     let cols = if rows == 0 { 0 } else { a.numel() / rows };
     if rows == 0 || rows_b == 0 || b.numel() != rows_b * cols {
-        return shape_err(OP, format!("a {:?} and b {:?} must share their trailing dims", a.shape(), b.shape()));
+        return shape_err(
+            OP,
+            format!(
+                "a {:?} and b {:?} must share their trailing dims",
+                a.shape(),
+                b.shape()
+            ),
+        );
     }
     if group_rows == 0 || rows % group_rows != 0 || rows % rows_b != 0 {
-        return shape_err(OP, format!("{rows} rows do not split into groups of {group_rows} and repeats of {rows_b}"));
+        return shape_err(
+            OP,
+            format!("{rows} rows do not split into groups of {group_rows} and repeats of {rows_b}"),
+        );
     }
     let groups = rows / group_rows;
     let out = Tensor::empty(gpu, &[groups], DType::F32)?;

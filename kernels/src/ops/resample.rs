@@ -12,7 +12,10 @@ pub fn upsample_nearest2x(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
     const OP: &str = "upsample_nearest2x";
     expect_f32(OP, "input", x)?;
     let [b, c, h, w] = *x.shape() else {
-        return shape_err(OP, format!("input must be [B, C, H, W], got {:?}", x.shape()));
+        return shape_err(
+            OP,
+            format!("input must be [B, C, H, W], got {:?}", x.shape()),
+        );
     };
     let y = Tensor::empty(gpu, &[b, c, 2 * h, 2 * w], DType::F32)?;
     let n = y.numel();

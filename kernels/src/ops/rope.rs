@@ -39,12 +39,25 @@ pub fn rope(gpu: &Gpu, x: &Tensor, heads: Heads, cos: &Tensor, sin: &Tensor) -> 
     for (what, t) in [("cos", cos), ("sin", sin)] {
         expect_f32(OP, what, t)?;
         if t.cols() != heads.d / 2 {
-            return shape_err(OP, format!("{what} table {:?} must have {} columns", t.shape(), heads.d / 2));
+            return shape_err(
+                OP,
+                format!(
+                    "{what} table {:?} must have {} columns",
+                    t.shape(),
+                    heads.d / 2
+                ),
+            );
         }
     }
     let tokens = cos.rows();
     if sin.rows() != tokens || tokens == 0 || x.rows() % tokens != 0 {
-        return shape_err(OP, format!("tables of {tokens} positions do not divide {} rows", x.rows()));
+        return shape_err(
+            OP,
+            format!(
+                "tables of {tokens} positions do not divide {} rows",
+                x.rows()
+            ),
+        );
     }
     let n = x.rows() * heads.heads * heads.d / 2;
     let params = [

@@ -42,7 +42,8 @@ impl MmditConfig {
         let get = |k: &str, default: Option<usize>| -> Result<usize> {
             match json.get(k).and_then(|v| v.as_u64()) {
                 Some(v) => Ok(v as usize),
-                None => default.ok_or_else(|| Error::Input(format!("transformer config.json lacks '{k}'"))),
+                None => default
+                    .ok_or_else(|| Error::Input(format!("transformer config.json lacks '{k}'"))),
             }
         };
         let heads = get("num_attention_heads", None)?;
@@ -54,12 +55,20 @@ impl MmditConfig {
         let qk_norm = match json.get("qk_norm") {
             None | Some(serde_json::Value::Null) => false,
             Some(serde_json::Value::String(s)) if s == "rms_norm" => true,
-            Some(other) => return input(format!("transformer config.json: unsupported qk_norm {other}")),
+            Some(other) => {
+                return input(format!(
+                    "transformer config.json: unsupported qk_norm {other}"
+                ));
+            }
         };
         let dual_attention_layers = json
             .get("dual_attention_layers")
             .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|v| v.as_u64().map(|x| x as usize)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_u64().map(|x| x as usize))
+                    .collect()
+            })
             .unwrap_or_default();
         let cfg = MmditConfig {
             depth: get("num_layers", None)?,
@@ -80,7 +89,10 @@ impl MmditConfig {
         if let Some(c) = json.get("caption_projection_dim").and_then(|v| v.as_u64())
             && c as usize != cfg.hidden
         {
-            return input(format!("caption_projection_dim {c} differs from the hidden size {}: unsupported", cfg.hidden));
+            return input(format!(
+                "caption_projection_dim {c} differs from the hidden size {}: unsupported",
+                cfg.hidden
+            ));
         }
         Ok(cfg)
     }
@@ -89,9 +101,14 @@ impl MmditConfig {
     pub fn infer(w: &WeightSet, keys: &KeyFormat) -> Result<MmditConfig> {
         let patch = w.get(&format!("{}.weight", keys.patch_embed()))?;
         let [hidden, in_channels, p, _] = *patch.shape else {
-            return input(format!("tensor '{}' should be a conv weight [D, C, p, p], got {:?}", patch.name, patch.shape));
+            return input(format!(
+                "tensor '{}' should be a conv weight [D, C, p, p], got {:?}",
+                patch.name, patch.shape
+            ));
         };
-        let depth = (0..).take_while(|&i| w.contains(&format!("{}.weight", keys.ada(i, false)))).count();
+        let depth = (0..)
+            .take_while(|&i| w.contains(&format!("{}.weight", keys.ada(i, false))))
+            .count();
         if depth == 0 {
             return input("no transformer blocks found in the weights");
         }
@@ -99,19 +116,26 @@ impl MmditConfig {
         let tokens = pos.shape.iter().rev().nth(1).copied().unwrap_or(0);
         let grid = (tokens as f64).sqrt().round() as usize;
         if grid * grid != tokens {
-            return input(format!("'{}' {:?} is not a square grid of positions", pos.name, pos.shape));
+            return input(format!(
+                "'{}' {:?} is not a square grid of positions",
+                pos.name, pos.shape
+            ));
         }
         let qk_name = keys.qk_norm(0, crate::models::mmdit::keys::Stream::Context, false);
         let (qk_norm, head_dim) = match w.get(&qk_name) {
             Ok(t) => (true, t.shape[0]),
             Err(_) => (false, 64),
         };
-        let dual_attention_layers = (0..depth).filter(|&i| w.contains(&keys.attn2_probe(i))).collect();
+        let dual_attention_layers = (0..depth)
+            .filter(|&i| w.contains(&keys.attn2_probe(i)))
+            .collect();
         let final_linear = w.get(&format!("{}.weight", keys.final_linear()))?;
         let context = w.get(&format!("{}.weight", keys.context_embedder()))?;
         let pooled = w.get(&format!("{}.weight", keys.pooled_embedder(1)))?;
         if hidden % head_dim != 0 {
-            return input(format!("hidden size {hidden} is not a multiple of head dim {head_dim}"));
+            return input(format!(
+                "hidden size {hidden} is not a multiple of head dim {head_dim}"
+            ));
         }
         Ok(MmditConfig {
             depth,
@@ -133,7 +157,10 @@ impl MmditConfig {
 
     /// The configuration and key format of a transformer's weights: config.json when the
     /// weights are in diffusers format and one was given, else inferred.
-    pub fn resolve(w: &WeightSet, json: Option<&serde_json::Value>) -> Result<(MmditConfig, KeyFormat)> {
+    pub fn resolve(
+        w: &WeightSet,
+        json: Option<&serde_json::Value>,
+    ) -> Result<(MmditConfig, KeyFormat)> {
         let format = KeyFormat::detect(w)?;
         let config = match (json, &format) {
             (Some(json), KeyFormat::Diffusers { .. }) => MmditConfig::from_json(json)?,

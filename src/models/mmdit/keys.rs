@@ -30,13 +30,19 @@ impl KeyFormat {
     pub fn detect(w: &WeightSet) -> Result<KeyFormat> {
         for name in w.names() {
             if let Some(i) = name.find("joint_blocks.0.") {
-                return Ok(KeyFormat::Original { prefix: name[..i].to_string() });
+                return Ok(KeyFormat::Original {
+                    prefix: name[..i].to_string(),
+                });
             }
             if let Some(i) = name.find("transformer_blocks.0.") {
-                return Ok(KeyFormat::Diffusers { prefix: name[..i].to_string() });
+                return Ok(KeyFormat::Diffusers {
+                    prefix: name[..i].to_string(),
+                });
             }
         }
-        input("the weights hold no SD3 transformer (no 'joint_blocks.0.' or 'transformer_blocks.0.' tensors)")
+        input(
+            "the weights hold no SD3 transformer (no 'joint_blocks.0.' or 'transformer_blocks.0.' tensors)",
+        )
     }
 
     pub fn name(&self) -> &'static str {
@@ -70,12 +76,18 @@ impl KeyFormat {
 
     /// Timestep MLP layer 1 or 2.
     pub fn time_embedder(&self, layer: usize) -> String {
-        self.p(&format!("time_text_embed.timestep_embedder.linear_{layer}"), &format!("t_embedder.mlp.{}", 2 * (layer - 1)))
+        self.p(
+            &format!("time_text_embed.timestep_embedder.linear_{layer}"),
+            &format!("t_embedder.mlp.{}", 2 * (layer - 1)),
+        )
     }
 
     /// Pooled-text MLP layer 1 or 2.
     pub fn pooled_embedder(&self, layer: usize) -> String {
-        self.p(&format!("time_text_embed.text_embedder.linear_{layer}"), &format!("y_embedder.mlp.{}", 2 * (layer - 1)))
+        self.p(
+            &format!("time_text_embed.text_embedder.linear_{layer}"),
+            &format!("y_embedder.mlp.{}", 2 * (layer - 1)),
+        )
     }
 
     pub fn context_embedder(&self) -> String {
@@ -108,10 +120,21 @@ impl KeyFormat {
     }
 
     pub fn ada(&self, i: usize, context: bool) -> String {
-        let s = if context { Stream::Context } else { Stream::Image };
+        let s = if context {
+            Stream::Context
+        } else {
+            Stream::Image
+        };
         let o = self.block(i, s);
-        let d = if context { "norm1_context.linear" } else { "norm1.linear" };
-        self.p(&format!("transformer_blocks.{i}.{d}"), &format!("{o}.adaLN_modulation.1"))
+        let d = if context {
+            "norm1_context.linear"
+        } else {
+            "norm1.linear"
+        };
+        self.p(
+            &format!("transformer_blocks.{i}.{d}"),
+            &format!("{o}.adaLN_modulation.1"),
+        )
     }
 
     pub fn qkv(&self, i: usize, s: Stream) -> Qkv {
@@ -134,7 +157,10 @@ impl KeyFormat {
             Stream::Image => "attn.to_out.0",
             Stream::Context => "attn.to_add_out",
         };
-        self.p(&format!("transformer_blocks.{i}.{d}"), &format!("{o}.attn.proj"))
+        self.p(
+            &format!("transformer_blocks.{i}.{d}"),
+            &format!("{o}.attn.proj"),
+        )
     }
 
     /// The RMSNorm weight of q (`key = false`) or k of a stream's joint attention.
@@ -147,7 +173,10 @@ impl KeyFormat {
             (Stream::Context, true) => "norm_added_k",
         };
         let orig = if key { "ln_k" } else { "ln_q" };
-        self.p(&format!("transformer_blocks.{i}.attn.{d}.weight"), &format!("{o}.attn.{orig}.weight"))
+        self.p(
+            &format!("transformer_blocks.{i}.attn.{d}.weight"),
+            &format!("{o}.attn.{orig}.weight"),
+        )
     }
 
     /// Feed-forward layer 1 (`fc1`) or 2 of a stream.
@@ -158,26 +187,42 @@ impl KeyFormat {
             Stream::Context => "ff_context",
         };
         let d = if layer == 1 { "net.0.proj" } else { "net.2" };
-        self.p(&format!("transformer_blocks.{i}.{ff}.{d}"), &format!("{o}.mlp.fc{layer}"))
+        self.p(
+            &format!("transformer_blocks.{i}.{ff}.{d}"),
+            &format!("{o}.mlp.fc{layer}"),
+        )
     }
 
     /// MMDiT-X second attention (image tokens only).
     pub fn attn2_qkv(&self, i: usize) -> Qkv {
         match self {
-            KeyFormat::Original { prefix } => Qkv::Fused(format!("{prefix}joint_blocks.{i}.x_block.attn2.qkv")),
-            KeyFormat::Diffusers { prefix } => {
-                Qkv::Split(["to_q", "to_k", "to_v"].map(|n| format!("{prefix}transformer_blocks.{i}.attn2.{n}")))
+            KeyFormat::Original { prefix } => {
+                Qkv::Fused(format!("{prefix}joint_blocks.{i}.x_block.attn2.qkv"))
             }
+            KeyFormat::Diffusers { prefix } => Qkv::Split(
+                ["to_q", "to_k", "to_v"]
+                    .map(|n| format!("{prefix}transformer_blocks.{i}.attn2.{n}")),
+            ),
         }
     }
 
     pub fn attn2_proj(&self, i: usize) -> String {
-        self.p(&format!("transformer_blocks.{i}.attn2.to_out.0"), &format!("joint_blocks.{i}.x_block.attn2.proj"))
+        self.p(
+            &format!("transformer_blocks.{i}.attn2.to_out.0"),
+            &format!("joint_blocks.{i}.x_block.attn2.proj"),
+        )
     }
 
     pub fn attn2_norm(&self, i: usize, key: bool) -> String {
-        let (d, o) = if key { ("norm_k", "ln_k") } else { ("norm_q", "ln_q") };
-        self.p(&format!("transformer_blocks.{i}.attn2.{d}.weight"), &format!("joint_blocks.{i}.x_block.attn2.{o}.weight"))
+        let (d, o) = if key {
+            ("norm_k", "ln_k")
+        } else {
+            ("norm_q", "ln_q")
+        };
+        self.p(
+            &format!("transformer_blocks.{i}.attn2.{d}.weight"),
+            &format!("joint_blocks.{i}.x_block.attn2.{o}.weight"),
+        )
     }
 
     /// A tensor whose presence marks block i as an MMDiT-X dual-attention block.

@@ -28,6 +28,7 @@ use crate::weights::WeightSet;
 const NORM_EPS: f32 = 1e-6;
 
 /// Text conditioning for a batch: token embeddings [B, L, joint_dim] and pooled [B, pooled_dim].
+#[derive(Clone)]
 pub struct TextConditioning {
     pub embeds: Tensor,
     pub pooled: Tensor,
@@ -88,7 +89,11 @@ fn load_qkv(gpu: &Gpu, w: &WeightSet, qkv: Qkv, d: usize) -> Result<Linear> {
 
 impl Mmdit {
     /// Upload the transformer; `config_json` is the diffusers config.json when there is one.
-    pub fn load(gpu: &Gpu, w: &WeightSet, config_json: Option<&serde_json::Value>) -> Result<Mmdit> {
+    pub fn load(
+        gpu: &Gpu,
+        w: &WeightSet,
+        config_json: Option<&serde_json::Value>,
+    ) -> Result<Mmdit> {
         let (config, format) = MmditConfig::resolve(w, config_json)?;
         let c = &config;
         let d = c.hidden;
@@ -103,7 +108,13 @@ impl Mmdit {
             ));
         }
         let pos_embed = pos.upload_as(gpu, &[grid2, d])?;
-        let patch_embed = Linear::load_reshaped(gpu, w, &format.patch_embed(), &[d, c.in_channels, c.patch, c.patch], d)?;
+        let patch_embed = Linear::load_reshaped(
+            gpu,
+            w,
+            &format.patch_embed(),
+            &[d, c.in_channels, c.patch, c.patch],
+            d,
+        )?;
         let time = [
             Linear::load(gpu, w, &format.time_embedder(1), d, 256)?,
             Linear::load(gpu, w, &format.time_embedder(2), d, d)?,
@@ -112,10 +123,19 @@ impl Mmdit {
             Linear::load(gpu, w, &format.pooled_embedder(1), d, c.pooled_dim)?,
             Linear::load(gpu, w, &format.pooled_embedder(2), d, d)?,
         ];
-        let context_embedder = Linear::load(gpu, w, &format.context_embedder(), d, c.joint_attention_dim)?;
-        let blocks = (0..c.depth).map(|i| Block::load(gpu, w, &format, c, i)).collect::<Result<Vec<_>>>()?;
+        let context_embedder =
+            Linear::load(gpu, w, &format.context_embedder(), d, c.joint_attention_dim)?;
+        let blocks = (0..c.depth)
+            .map(|i| Block::load(gpu, w, &format, c, i))
+            .collect::<Result<Vec<_>>>()?;
         let final_ada = Linear::load(gpu, w, &format.final_ada(), 2 * d, d)?;
-        let final_linear = Linear::load(gpu, w, &format.final_linear(), c.patch * c.patch * c.out_channels, d)?;
+        let final_linear = Linear::load(
+            gpu,
+            w,
+            &format.final_linear(),
+            c.patch * c.patch * c.out_channels,
+            d,
+        )?;
         // Uploads went through the queue; submit them now so the staging memory is released.
         gpu.finish()?;
         Ok(Mmdit {
@@ -141,7 +161,10 @@ impl Mmdit {
             return input(format!("latents must be [B, C, H, W], got {shape:?}"));
         };
         if ch != c.in_channels {
-            return input(format!("latents have {ch} channels, the model takes {}", c.in_channels));
+            return input(format!(
+                "latents have {ch} channels, the model takes {}",
+                c.in_channels
+            ));
         }
         if h == 0 || w == 0 || h % c.patch != 0 || w % c.patch != 0 {
             return input(format!(
@@ -170,28 +193,51 @@ impl Mmdit {
             return Ok(t.clone());
         }
         let m = self.config.pos_embed_max_size;
-        let t = ops::layout::crop_grid(gpu, &self.pos_embed, m, (m - gh) / 2, (m - gw) / 2, gh, gw)?;
+        let t =
+            ops::layout::crop_grid(gpu, &self.pos_embed, m, (m - gh) / 2, (m - gw) / 2, gh, gw)?;
         *self.pos_cache.borrow_mut() = Some(((gh, gw), t.clone()));
         Ok(t)
     }
 
     /// Velocity for latents [B, C, H, W] at per-row noise levels `sigmas` (timestep 1000 sigma).
-    pub fn forward(&self, gpu: &Gpu, latents: &Tensor, sigmas: &[f64], text: &TextConditioning) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        latents: &Tensor,
+        sigmas: &[f64],
+        text: &TextConditioning,
+    ) -> Result<Tensor> {
         let c = &self.config;
         self.check_latents(latents.shape())?;
-        let [b, _, h, w] = *latents.shape() else { unreachable!("checked") };
+        let [b, _, h, w] = *latents.shape() else {
+            unreachable!("checked")
+        };
         if sigmas.len() != b {
             return input(format!("{} noise levels for a batch of {b}", sigmas.len()));
         }
         let text_shape = text.embeds.shape();
         if text_shape.len() != 3 || text_shape[0] != b || text_shape[2] != c.joint_attention_dim {
-            return input(format!("prompt embeddings {text_shape:?} must be [{b}, L, {}]", c.joint_attention_dim));
+            return input(format!(
+                "prompt embeddings {text_shape:?} must be [{b}, L, {}]",
+                c.joint_attention_dim
+            ));
         }
         if text.pooled.shape() != [b, c.pooled_dim] {
-            return input(format!("pooled embeddings {:?} must be [{b}, {}]", text.pooled.shape(), c.pooled_dim));
+            return input(format!(
+                "pooled embeddings {:?} must be [{b}, {}]",
+                text.pooled.shape(),
+                c.pooled_dim
+            ));
         }
         let (gh, gw) = (h / c.patch, w / c.patch);
-        let dims = Dims { batch: b, image: gh * gw, text: text_shape[1], hidden: c.hidden, heads: c.heads, head_dim: c.head_dim };
+        let dims = Dims {
+            batch: b,
+            image: gh * gw,
+            text: text_shape[1],
+            hidden: c.hidden,
+            heads: c.heads,
+            head_dim: c.head_dim,
+        };
 
         let tokens = ops::layout::patchify(gpu, latents, c.patch, PatchOrder::ChannelFirst)?;
         let x = self.patch_embed.forward(gpu, &tokens, Act::None)?;
@@ -199,12 +245,22 @@ impl Mmdit {
 
         let t: Vec<f64> = sigmas.iter().map(|s| 1000.0 * s).collect();
         let t_feat = ops::embed::timestep_embedding(gpu, &t, 256)?;
-        let t_emb = self.time[1].forward(gpu, &self.time[0].forward(gpu, &t_feat, Act::Silu)?, Act::None)?;
-        let p_emb = self.pooled[1].forward(gpu, &self.pooled[0].forward(gpu, &text.pooled, Act::Silu)?, Act::None)?;
+        let t_emb = self.time[1].forward(
+            gpu,
+            &self.time[0].forward(gpu, &t_feat, Act::Silu)?,
+            Act::None,
+        )?;
+        let p_emb = self.pooled[1].forward(
+            gpu,
+            &self.pooled[0].forward(gpu, &text.pooled, Act::Silu)?,
+            Act::None,
+        )?;
         let cond = ops::elementwise::add(gpu, &t_emb, &p_emb)?;
         let silu_c = ops::activation::activation(gpu, &cond, Act::Silu)?;
 
-        let ctx = self.context_embedder.forward(gpu, &text.embeds, Act::None)?;
+        let ctx = self
+            .context_embedder
+            .forward(gpu, &text.embeds, Act::None)?;
         let last = self.blocks.len() - 1;
         for (i, block) in self.blocks.iter().enumerate() {
             let ctx_mod = if i == last { self.shift_scale } else { (0, 1) };
@@ -213,9 +269,29 @@ impl Mmdit {
 
         let (shift, scale) = self.shift_scale;
         let fmod = self.final_ada.forward(gpu, &silu_c, Act::None)?;
-        let xn = ops::norm::layer_norm(gpu, &x, None, None, Some(Modulation { table: &fmod, tokens: dims.image, shift, scale }), NORM_EPS)?;
+        let xn = ops::norm::layer_norm(
+            gpu,
+            &x,
+            None,
+            None,
+            Some(Modulation {
+                table: &fmod,
+                tokens: dims.image,
+                shift,
+                scale,
+            }),
+            NORM_EPS,
+        )?;
         let out = self.final_linear.forward(gpu, &xn, Act::None)?;
-        Ok(ops::layout::unpatchify(gpu, &out, c.out_channels, h, w, c.patch, PatchOrder::ChannelLast)?)
+        Ok(ops::layout::unpatchify(
+            gpu,
+            &out,
+            c.out_channels,
+            h,
+            w,
+            c.patch,
+            PatchOrder::ChannelLast,
+        )?)
     }
 }
 
@@ -230,18 +306,39 @@ struct Dims {
 }
 
 impl StreamWeights {
-    fn load(gpu: &Gpu, w: &WeightSet, f: &KeyFormat, c: &MmditConfig, i: usize, s: Stream, full: bool) -> Result<StreamWeights> {
+    fn load(
+        gpu: &Gpu,
+        w: &WeightSet,
+        f: &KeyFormat,
+        c: &MmditConfig,
+        i: usize,
+        s: Stream,
+        full: bool,
+    ) -> Result<StreamWeights> {
         let d = c.hidden;
         let dual = s == Stream::Image && c.dual_attention_layers.contains(&i);
-        let chunks = if !full { 2 } else if dual { 9 } else { 6 };
+        let chunks = if !full {
+            2
+        } else if dual {
+            9
+        } else {
+            6
+        };
         let norm = |key: bool| -> Result<Option<Tensor>> {
             // The text stream of the last block never uses its queries: skip their norm.
             if !c.qk_norm || (!full && !key) {
                 return Ok(None);
             }
-            Ok(Some(load_vector(gpu, w, &f.qk_norm(i, s, key), c.head_dim)?))
+            Ok(Some(load_vector(
+                gpu,
+                w,
+                &f.qk_norm(i, s, key),
+                c.head_dim,
+            )?))
         };
-        let opt = |load: &dyn Fn() -> Result<Linear>| -> Result<Option<Linear>> { if full { load().map(Some) } else { Ok(None) } };
+        let opt = |load: &dyn Fn() -> Result<Linear>| -> Result<Option<Linear>> {
+            if full { load().map(Some) } else { Ok(None) }
+        };
         Ok(StreamWeights {
             ada: Linear::load(gpu, w, &f.ada(i, s == Stream::Context), chunks * d, d)?,
             qkv: load_qkv(gpu, w, f.qkv(i, s), d)?,
@@ -259,9 +356,26 @@ impl StreamWeights {
     }
 
     /// x += gate_msa * proj(attn).
-    fn attention_residual(&self, gpu: &Gpu, x: &Tensor, attn: &Tensor, table: &Tensor, tokens: usize) -> Result<()> {
-        let proj = self.proj.as_ref().expect("only full streams update their tokens");
-        ops::modulate::gated_residual(gpu, x, &proj.forward(gpu, attn, Act::None)?, table, tokens, 2)?;
+    fn attention_residual(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        attn: &Tensor,
+        table: &Tensor,
+        tokens: usize,
+    ) -> Result<()> {
+        let proj = self
+            .proj
+            .as_ref()
+            .expect("only full streams update their tokens");
+        ops::modulate::gated_residual(
+            gpu,
+            x,
+            &proj.forward(gpu, attn, Act::None)?,
+            table,
+            tokens,
+            2,
+        )?;
         Ok(())
     }
 
@@ -270,17 +384,45 @@ impl StreamWeights {
         let (Some(fc1), Some(fc2)) = (&self.fc1, &self.fc2) else {
             unreachable!("only full streams update their tokens")
         };
-        let n = ops::norm::layer_norm(gpu, x, None, None, Some(Modulation { table, tokens, shift: 3, scale: 4 }), NORM_EPS)?;
+        let n = ops::norm::layer_norm(
+            gpu,
+            x,
+            None,
+            None,
+            Some(Modulation {
+                table,
+                tokens,
+                shift: 3,
+                scale: 4,
+            }),
+            NORM_EPS,
+        )?;
         let h = fc1.forward(gpu, &n, Act::GeluTanh)?;
         ops::modulate::gated_residual(gpu, x, &fc2.forward(gpu, &h, Act::None)?, table, tokens, 5)?;
         Ok(())
     }
 }
 
-fn qk_norm(gpu: &Gpu, qkv: &Tensor, dims: &Dims, q: Option<&Tensor>, k: Option<&Tensor>) -> Result<()> {
+fn qk_norm(
+    gpu: &Gpu,
+    qkv: &Tensor,
+    dims: &Dims,
+    q: Option<&Tensor>,
+    k: Option<&Tensor>,
+) -> Result<()> {
     for (weight, col_off) in [(q, 0), (k, dims.hidden)] {
         if let Some(weight) = weight {
-            ops::norm::rms_norm_heads(gpu, qkv, Heads { col_off, heads: dims.heads, d: dims.head_dim }, weight, NORM_EPS)?;
+            ops::norm::rms_norm_heads(
+                gpu,
+                qkv,
+                Heads {
+                    col_off,
+                    heads: dims.heads,
+                    d: dims.head_dim,
+                },
+                weight,
+                NORM_EPS,
+            )?;
         }
     }
     Ok(())
@@ -291,7 +433,16 @@ impl Block {
         let pre_only = i + 1 == c.depth;
         let attn2 = if c.dual_attention_layers.contains(&i) {
             let norm = |key: bool| -> Result<Option<Tensor>> {
-                if c.qk_norm { Ok(Some(load_vector(gpu, w, &f.attn2_norm(i, key), c.head_dim)?)) } else { Ok(None) }
+                if c.qk_norm {
+                    Ok(Some(load_vector(
+                        gpu,
+                        w,
+                        &f.attn2_norm(i, key),
+                        c.head_dim,
+                    )?))
+                } else {
+                    Ok(None)
+                }
             };
             Some(SelfAttention {
                 qkv: load_qkv(gpu, w, f.attn2_qkv(i), c.hidden)?,
@@ -310,52 +461,151 @@ impl Block {
     }
 
     /// Update the image tokens x [B, T, D] and (unless pre-only) the text tokens ctx in place.
-    fn forward(&self, gpu: &Gpu, x: &Tensor, ctx: &Tensor, silu_c: &Tensor, dims: &Dims, ctx_mod: (usize, usize)) -> Result<()> {
+    fn forward(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        ctx: &Tensor,
+        silu_c: &Tensor,
+        dims: &Dims,
+        ctx_mod: (usize, usize),
+    ) -> Result<()> {
         let (b, t, l, d) = (dims.batch, dims.image, dims.text, dims.hidden);
         let mod_x = self.image.ada.forward(gpu, silu_c, Act::None)?;
         let mod_c = self.context.ada.forward(gpu, silu_c, Act::None)?;
-        let nx = ops::norm::layer_norm(gpu, x, None, None, Some(Modulation { table: &mod_x, tokens: t, shift: 0, scale: 1 }), NORM_EPS)?;
+        let nx = ops::norm::layer_norm(
+            gpu,
+            x,
+            None,
+            None,
+            Some(Modulation {
+                table: &mod_x,
+                tokens: t,
+                shift: 0,
+                scale: 1,
+            }),
+            NORM_EPS,
+        )?;
         let nc = ops::norm::layer_norm(
             gpu,
             ctx,
             None,
             None,
-            Some(Modulation { table: &mod_c, tokens: l, shift: ctx_mod.0, scale: ctx_mod.1 }),
+            Some(Modulation {
+                table: &mod_c,
+                tokens: l,
+                shift: ctx_mod.0,
+                scale: ctx_mod.1,
+            }),
             NORM_EPS,
         )?;
         // MMDiT-X: the second attention reads LN(x) of the block input under its own modulation.
         let nx2 = match &self.attn2 {
-            Some(_) => Some(ops::norm::layer_norm(gpu, x, None, None, Some(Modulation { table: &mod_x, tokens: t, shift: 6, scale: 7 }), NORM_EPS)?),
+            Some(_) => Some(ops::norm::layer_norm(
+                gpu,
+                x,
+                None,
+                None,
+                Some(Modulation {
+                    table: &mod_x,
+                    tokens: t,
+                    shift: 6,
+                    scale: 7,
+                }),
+                NORM_EPS,
+            )?),
             None => None,
         };
-        let qkv_x = self.image.qkv.forward(gpu, &nx, Act::None)?.reshape(&[b * t, 3 * d])?;
-        let qkv_c = self.context.qkv.forward(gpu, &nc, Act::None)?.reshape(&[b * l, 3 * d])?;
+        let qkv_x = self
+            .image
+            .qkv
+            .forward(gpu, &nx, Act::None)?
+            .reshape(&[b * t, 3 * d])?;
+        let qkv_c = self
+            .context
+            .qkv
+            .forward(gpu, &nc, Act::None)?
+            .reshape(&[b * l, 3 * d])?;
         drop((nx, nc));
         self.image.norm_qk(gpu, &qkv_x, dims)?;
         self.context.norm_qk(gpu, &qkv_c, dims)?;
         let scale = 1.0 / (dims.head_dim as f32).sqrt();
         let kv = [
-            KvSource { tensor: &qkv_x, len: t, k_off: d, v_off: 2 * d },
-            KvSource { tensor: &qkv_c, len: l, k_off: d, v_off: 2 * d },
+            KvSource {
+                tensor: &qkv_x,
+                len: t,
+                k_off: d,
+                v_off: 2 * d,
+            },
+            KvSource {
+                tensor: &qkv_c,
+                len: l,
+                k_off: d,
+                v_off: 2 * d,
+            },
         ];
         let attend = |q: &Tensor, len: usize| {
-            ops::attention::attention(gpu, QuerySource { tensor: q, len, off: 0 }, &kv, b, dims.heads, dims.head_dim, scale)
+            ops::attention::attention(
+                gpu,
+                QuerySource {
+                    tensor: q,
+                    len,
+                    off: 0,
+                },
+                &kv,
+                b,
+                dims.heads,
+                dims.head_dim,
+                scale,
+            )
         };
         let attn_x = attend(&qkv_x, t)?;
-        let attn_c = if self.context.proj.is_some() { Some(attend(&qkv_c, l)?) } else { None };
+        let attn_c = if self.context.proj.is_some() {
+            Some(attend(&qkv_c, l)?)
+        } else {
+            None
+        };
         drop((qkv_x, qkv_c));
 
         self.image.attention_residual(gpu, x, &attn_x, &mod_x, t)?;
         if let (Some(a2), Some(nx2)) = (&self.attn2, nx2) {
-            let qkv2 = a2.qkv.forward(gpu, &nx2, Act::None)?.reshape(&[b * t, 3 * d])?;
+            let qkv2 = a2
+                .qkv
+                .forward(gpu, &nx2, Act::None)?
+                .reshape(&[b * t, 3 * d])?;
             qk_norm(gpu, &qkv2, dims, a2.norm_q.as_ref(), a2.norm_k.as_ref())?;
-            let self_kv = [KvSource { tensor: &qkv2, len: t, k_off: d, v_off: 2 * d }];
-            let o = ops::attention::attention(gpu, QuerySource { tensor: &qkv2, len: t, off: 0 }, &self_kv, b, dims.heads, dims.head_dim, scale)?;
-            ops::modulate::gated_residual(gpu, x, &a2.proj.forward(gpu, &o, Act::None)?, &mod_x, t, 8)?;
+            let self_kv = [KvSource {
+                tensor: &qkv2,
+                len: t,
+                k_off: d,
+                v_off: 2 * d,
+            }];
+            let o = ops::attention::attention(
+                gpu,
+                QuerySource {
+                    tensor: &qkv2,
+                    len: t,
+                    off: 0,
+                },
+                &self_kv,
+                b,
+                dims.heads,
+                dims.head_dim,
+                scale,
+            )?;
+            ops::modulate::gated_residual(
+                gpu,
+                x,
+                &a2.proj.forward(gpu, &o, Act::None)?,
+                &mod_x,
+                t,
+                8,
+            )?;
         }
         self.image.mlp_residual(gpu, x, &mod_x, t)?;
         if let Some(attn_c) = attn_c {
-            self.context.attention_residual(gpu, ctx, &attn_c, &mod_c, l)?;
+            self.context
+                .attention_residual(gpu, ctx, &attn_c, &mod_c, l)?;
             self.context.mlp_residual(gpu, ctx, &mod_c, l)?;
         }
         Ok(())

@@ -1,0 +1,381 @@
+//! `noiseshift calibrate`: find NoiseShift's sigma_hat for every step of a model's schedule at
+//! one resolution and write the calibration table (saved after every step; `--resume` goes on
+//! from where an interrupted run stopped).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::cli::open_gpu;
+use crate::error::{Result, input};
+use crate::models::mmdit::{Mmdit, MmditConfig};
+use crate::noiseshift::dataset::{Dataset, Expect};
+use crate::noiseshift::search::{Engine, SearchConfig, StepResult};
+use crate::noiseshift::table::{self, ModelInfo, Resolution, Schedule, Search, Step, Table};
+use crate::noiseshift::{plot, velocity::MmditVelocity};
+use crate::progress::Progress;
+use crate::schedule::{DEFAULT_SHIFT, sd3_sigmas};
+use crate::weights::{Component, ModelPath, WeightSet};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model: a diffusers pipeline folder, a transformer folder, or a single-file checkpoint.
+    #[arg(long, env = "NOISESHIFT_MODEL")]
+    model: Option<PathBuf>,
+    /// Image width in pixels (multiple of 16).
+    #[arg(long)]
+    width: usize,
+    /// Image height in pixels (multiple of 16).
+    #[arg(long)]
+    height: usize,
+    /// Sampling steps of the schedule to calibrate.
+    #[arg(long, default_value_t = 28)]
+    steps: usize,
+    /// Timestep shift. Default: the model's scheduler config, else 3.0.
+    #[arg(long)]
+    shift: Option<f64>,
+    /// Calibration data: safetensors with x0 [N, C, h, w], optional noise, and per-sample
+    /// prompt_embeds / pooled_prompt_embeds.
+    #[arg(long, conflicts_with = "images", required_unless_present = "images")]
+    dataset: Option<PathBuf>,
+    /// A folder of PNG/JPEG images (resized and centre-cropped, encoded by the model's VAE).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Captions for --images: one line per image in name order, or `name<TAB>caption` lines.
+    #[arg(long, requires = "images")]
+    captions: Option<PathBuf>,
+    /// Samples to use (default: all in the dataset).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Seed of the noise (when the dataset has none) and of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Half-width of the coarse search window around sigma_i.
+    #[arg(long, default_value_t = 0.1)]
+    coarse_window: f64,
+    /// Spacing of the coarse candidates.
+    #[arg(long, default_value_t = 0.01)]
+    coarse_stride: f64,
+    /// Half-width of the fine window around the coarse winner.
+    #[arg(long, default_value_t = 0.01)]
+    fine_window: f64,
+    /// Spacing of the fine candidates.
+    #[arg(long, default_value_t = 0.001)]
+    fine_stride: f64,
+    /// Search further out while the coarse winner sits on the window's edge.
+    #[arg(long)]
+    widen: bool,
+    /// Rows (candidate x sample) per model evaluation. Default: the most the device's binding
+    /// limits allow for this model and resolution.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Guidance scale during calibration (> 1 needs negative embeddings in the dataset).
+    #[arg(long, default_value_t = 1.0)]
+    guidance: f64,
+    /// Bootstrap resamples for the standard error of each sigma_hat (0 turns it off).
+    #[arg(long, default_value_t = 200)]
+    bootstrap: usize,
+    /// Where to write the table. Default: calibrations/<model-name>/<W>x<H>-<N>steps.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the interrupted run whose partial table is at the output path.
+    #[arg(long)]
+    resume: bool,
+    /// Also draw sigma_hat against sigma and the per-step loss reduction into this PNG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// Check an images folder and its captions, then refuse: encoding needs the VAE.
+fn images_unsupported(dir: &Path, captions: Option<&Path>, components: &[Component]) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| crate::error::Error::read(dir, e))?;
+    let mut images: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_lowercase().as_str()))
+        })
+        .collect();
+    images.sort();
+    if images.is_empty() {
+        return input(format!("{}: no PNG or JPEG images", dir.display()));
+    }
+    if let Some(path) = captions {
+        let text = std::fs::read_to_string(path).map_err(|e| crate::error::Error::read(path, e))?;
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let named = lines.iter().all(|l| l.contains('\t'));
+        if !named && lines.len() != images.len() {
+            return input(format!(
+                "{} has {} captions for {} images in {}",
+                path.display(),
+                lines.len(),
+                images.len(),
+                dir.display()
+            ));
+        }
+        if named {
+            for line in &lines {
+                let name = line.split('\t').next().unwrap_or("");
+                if !images
+                    .iter()
+                    .any(|p| p.file_name().is_some_and(|f| f == name))
+                {
+                    return input(format!(
+                        "{}: caption for '{name}', which is not an image in {}",
+                        path.display(),
+                        dir.display()
+                    ));
+                }
+            }
+        }
+    }
+    if !components.contains(&Component::Vae) {
+        return input(
+            "--images needs the model's VAE (component 'vae'), which it lacks; use --dataset with encoded latents",
+        );
+    }
+    input(
+        "encoding --images needs the VAE and text encoders, which are not supported yet; use --dataset with encoded latents",
+    )
+}
+
+/// The search settings recorded in (and checked against) the table.
+fn search_record(args: &Args, samples: usize, dataset: &str) -> Search {
+    Search {
+        coarse_window: args.coarse_window,
+        coarse_stride: args.coarse_stride,
+        fine_window: args.fine_window,
+        fine_stride: args.fine_stride,
+        widen: args.widen,
+        samples,
+        seed: args.seed,
+        guidance: args.guidance,
+        dataset: dataset.to_string(),
+    }
+}
+
+fn step_record(r: &StepResult) -> Step {
+    Step {
+        sigma: r.sigma,
+        sigma_next: r.sigma_next,
+        sigma_hat: r.sigma_hat,
+        loss_nominal: r.loss_nominal,
+        loss_calibrated: r.loss_calibrated,
+        candidates: r.candidates,
+        sigma_hat_stderr: r.sigma_hat_stderr,
+        edge: r.edge,
+    }
+}
+
+/// The partial table to resume, after checking it belongs to this very run.
+fn resumable(path: &Path, fresh: &Table) -> Result<Table> {
+    let old = Table::read(path)?;
+    let same = old.model == fresh.model
+        && old.resolution == fresh.resolution
+        && old.schedule == fresh.schedule
+        && old.search == fresh.search;
+    if !same {
+        return input(format!(
+            "{} was made with other settings (model, resolution, schedule or search); cannot --resume it",
+            path.display()
+        ));
+    }
+    if old
+        .steps
+        .iter()
+        .zip(&fresh.steps)
+        .any(|(a, b)| (a.sigma - b.sigma).abs() > 1e-12)
+    {
+        return input(format!(
+            "{}: its sigmas differ from this schedule's",
+            path.display()
+        ));
+    }
+    Ok(old)
+}
+
+pub fn run(args: Args, device: Option<&str>) -> Result<()> {
+    let Some(model_path) = &args.model else {
+        return input("no model given: pass --model MODEL (or set NOISESHIFT_MODEL)");
+    };
+    let path = ModelPath::resolve(model_path)?;
+    let weights = WeightSet::open(&path.transformer_files)?;
+    let (config, _) = MmditConfig::resolve(&weights, path.config.as_ref())?;
+    let multiple = 8 * config.patch;
+    if args.width == 0
+        || args.height == 0
+        || args.width % multiple != 0
+        || args.height % multiple != 0
+    {
+        return input(format!(
+            "width and height must be positive multiples of {multiple} pixels, got {}x{}",
+            args.width, args.height
+        ));
+    }
+    if args.steps == 0 {
+        return input("--steps must be at least 1");
+    }
+    if let Some(dir) = &args.images {
+        return images_unsupported(dir, args.captions.as_deref(), &path.components(&weights));
+    }
+    let dataset_path = args
+        .dataset
+        .as_ref()
+        .expect("clap requires --dataset or --images");
+    let shift = args.shift.or(path.scheduler_shift).unwrap_or(DEFAULT_SHIFT);
+    if !(shift > 0.0 && shift.is_finite()) {
+        return input(format!("--shift must be a positive number, got {shift}"));
+    }
+    let expect = Expect {
+        channels: config.in_channels,
+        latent_h: args.height / 8,
+        latent_w: args.width / 8,
+        joint_dim: config.joint_attention_dim,
+        pooled_dim: config.pooled_dim,
+    };
+    let data = Dataset::load(dataset_path, args.samples, args.seed, &expect)?;
+    let guidance = if args.guidance > 1.0 {
+        let Some((e, p)) = data.negative.clone() else {
+            return input(
+                "--guidance > 1 needs negative_prompt_embeds and negative_pooled_prompt_embeds in the dataset",
+            );
+        };
+        Some((e, p, args.guidance))
+    } else {
+        None
+    };
+    let resolution = Resolution {
+        width: args.width,
+        height: args.height,
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        table::default_path(Path::new("."), &path.name(), resolution, args.steps)
+    });
+    let sigmas = sd3_sigmas(args.steps, shift);
+    let samples = data.x0.shape[0];
+
+    let gpu = open_gpu(device, false)?;
+    let mut table = Table {
+        format: table::FORMAT.into(),
+        model: ModelInfo {
+            family: config.family().into(),
+            name: path.name(),
+            fingerprint: weights.fingerprint(),
+        },
+        resolution,
+        schedule: Schedule {
+            steps: args.steps,
+            shift,
+            mu: None,
+        },
+        search: search_record(&args, samples, &data.description),
+        steps: Vec::new(),
+        device: gpu.adapter.label(),
+        elapsed_seconds: 0.0,
+        created: table::now_utc(),
+    };
+    if args.resume {
+        if out.exists() {
+            table = resumable(&out, &table)?;
+            eprintln!(
+                "resuming {} at step {} of {}",
+                out.display(),
+                table.steps.len(),
+                args.steps
+            );
+        } else {
+            eprintln!(
+                "nothing to resume at {}: starting from step 0",
+                out.display()
+            );
+        }
+    }
+
+    eprintln!("loading {} on {}", path.path.display(), gpu.adapter.label());
+    let model = Mmdit::load(&gpu, &weights, path.config.as_ref())?;
+    let velocity = MmditVelocity::new(&model, data.embeds, data.pooled, guidance);
+    let batch = args
+        .batch
+        .unwrap_or_else(|| velocity.default_batch(&gpu, expect.latent_h, expect.latent_w));
+    let search = SearchConfig {
+        sigmas: sigmas.clone(),
+        coarse_window: args.coarse_window,
+        coarse_stride: args.coarse_stride,
+        fine_window: args.fine_window,
+        fine_stride: args.fine_stride,
+        widen: args.widen,
+        batch,
+        bootstrap: args.bootstrap,
+        seed: args.seed,
+    };
+    let engine = Engine::new(&gpu, &velocity, data.x0, data.noise, search)?;
+    let first = table.steps.len();
+    eprintln!(
+        "calibrating steps {first}..{} at {}x{} with {samples} samples, {batch} rows per forward",
+        args.steps, args.width, args.height
+    );
+    let start = Instant::now();
+    let already = table.elapsed_seconds;
+    let mut progress = Progress::new(
+        "calibrating",
+        ((args.steps - first) * engine.rows_per_step()) as u64,
+    );
+    let mut evaluations = 0;
+    for i in first..args.steps {
+        let upper = if i == 0 {
+            1.0
+        } else {
+            table.steps[i - 1].sigma_hat
+        };
+        let result = engine.step(i, upper, &mut |rows| {
+            progress.advance(rows as u64, &format!("step {}/{}", i + 1, args.steps))
+        })?;
+        evaluations += result.evaluations;
+        table.steps.push(step_record(&result));
+        table.elapsed_seconds = already + start.elapsed().as_secs_f64();
+        table.write(&out)?;
+    }
+    progress.finish();
+    let elapsed = start.elapsed().as_secs_f64();
+    print_summary(&table);
+    println!(
+        "{evaluations} model evaluations (candidate x sample rows) in {elapsed:.1} s: {:.1} per second",
+        evaluations as f64 / elapsed.max(1e-9)
+    );
+    println!("wrote {}", out.display());
+    if let Some(p) = &args.plot {
+        plot::write(p, &table.steps)?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn print_summary(table: &Table) {
+    println!(
+        "{:>4} {:>9} {:>10} {:>12} {:>12} {:>9} {:>9}",
+        "step", "sigma", "sigma_hat", "loss(sigma)", "loss(hat)", "reduced", "stderr"
+    );
+    for (i, s) in table.steps.iter().enumerate() {
+        let reduced = if s.loss_nominal > 0.0 {
+            100.0 * (s.loss_nominal - s.loss_calibrated) / s.loss_nominal
+        } else {
+            0.0
+        };
+        println!(
+            "{i:>4} {:>9.5} {:>10.5} {:>12.5e} {:>12.5e} {:>8.2}% {:>9.5}{}",
+            s.sigma,
+            s.sigma_hat,
+            s.loss_nominal,
+            s.loss_calibrated,
+            reduced,
+            s.sigma_hat_stderr,
+            if s.edge {
+                "  edge: optimum may lie outside the coarse window (try --widen)"
+            } else {
+                ""
+            }
+        );
+    }
+}
