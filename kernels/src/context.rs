@@ -214,11 +214,16 @@ pub struct Gpu {
     profiler: RefCell<Profiler>,
     errors: Arc<Mutex<Vec<String>>>,
     poison: Cell<bool>,
+    /// Bytes written through the queue since the last submission (see `note_upload`).
+    staged: Cell<u64>,
     /// Bound where a kernel's optional operand (a bias) is absent; never read.
     unused: wgpu::Buffer,
     /// Reusable rgba32float textures the texture kernels read activations from, by slot.
-    scratch: RefCell<Vec<Option<(u32, u32, wgpu::Texture, wgpu::TextureView)>>>,
+    scratch: RefCell<Vec<Option<ScratchTexture>>>,
 }
+
+/// A cached scratch texture: its size, the texture (for copies) and its view (for bindings).
+type ScratchTexture = (u32, u32, wgpu::Texture, wgpu::TextureView);
 
 /// Scratch texture slots. `Packed` textures are written by pack kernels (storage binding);
 /// `Copied` ones are filled by buffer-to-texture copies, which llvmpipe samples ~12 % faster
@@ -298,6 +303,7 @@ impl Gpu {
             profiler: RefCell::new(profiler),
             errors,
             poison: Cell::new(false),
+            staged: Cell::new(0),
             scratch: RefCell::new(vec![None, None, None, None]),
             unused: device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("unused operand"),
@@ -582,7 +588,7 @@ impl Gpu {
     }
 
     /// Write `data` into `buffer` at `offset`, ordered after everything recorded so far.
-    pub(crate) fn upload(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) {
+    pub(crate) fn upload(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
         let pending = self.recorder.borrow().encoder.is_some();
         let len = data.len().next_multiple_of(4);
         if !pending {
@@ -593,7 +599,7 @@ impl Gpu {
                 padded.resize(len, 0);
                 self.queue.write_buffer(buffer, offset, &padded);
             }
-            return;
+            return self.note_upload(len as u64);
         }
         // queue.write_buffer would run before the pending commands; go through a staging copy.
         let mut padded = data.to_vec();
@@ -606,6 +612,19 @@ impl Gpu {
                 usage: wgpu::BufferUsages::COPY_SRC,
             });
         self.copy(&staging, 0, buffer, offset, len as u64);
+        Ok(())
+    }
+
+    /// Account for `bytes` written with `queue.write_*`. wgpu keeps such data in staging memory
+    /// until the next submission completes, so loading a model without submitting would hold a
+    /// second host copy of all its weights; submit and wait every 256 MiB instead.
+    pub(crate) fn note_upload(&self, bytes: u64) -> Result<()> {
+        let staged = self.staged.get() + bytes;
+        if staged < 256 << 20 {
+            self.staged.set(staged);
+            return Ok(());
+        }
+        self.finish()
     }
 
     /// Submit what has been recorded without waiting for it.
@@ -621,10 +640,18 @@ impl Gpu {
             None if profiler.has_unresolved() => self
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }),
-            None => return self.take_error(),
+            None => {
+                // Queued writes are submitted with the next submission; make one.
+                if self.staged.get() > 0 {
+                    self.queue.submit(None);
+                    self.staged.set(0);
+                }
+                return self.take_error();
+            }
         };
         profiler.resolve(&mut encoder);
         self.queue.submit(Some(encoder.finish()));
+        self.staged.set(0);
         profiler.after_submit(&self.device)?;
         drop(profiler);
         self.take_error()

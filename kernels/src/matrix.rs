@@ -74,7 +74,8 @@ fn texture_format(dtype: DType) -> wgpu::TextureFormat {
 impl Matrix {
     /// Whether `layout` resolves to textures for a K-wide matrix on this adapter.
     fn wants_texture(gpu: &Gpu, k: usize, layout: MatrixLayout) -> Result<bool> {
-        let fits = k % 4 == 0 && k / 4 <= gpu.limits.max_texture_dimension_2d as usize && k > 0;
+        let fits =
+            k.is_multiple_of(4) && k / 4 <= gpu.limits.max_texture_dimension_2d as usize && k > 0;
         match layout {
             MatrixLayout::Buffer => Ok(false),
             MatrixLayout::Auto => Ok(gpu.caps.software && fits),
@@ -185,6 +186,7 @@ impl Matrix {
                         depth_or_array_layers: 1,
                     },
                 );
+                gpu.note_upload((take * row_bytes) as u64)?;
                 row += take;
                 rest = later;
             }
@@ -194,22 +196,6 @@ impl Matrix {
             k,
             dtype,
             store: Store::Textures(chunks),
-        })
-    }
-
-    /// Wrap a [N, K] tensor already on the device (buffer layout).
-    pub fn from_tensor(t: Tensor) -> Result<Matrix> {
-        let &[n, k] = t.shape() else {
-            return shape_err(
-                "matrix",
-                format!("a matrix must be [N, K], got {:?}", t.shape()),
-            );
-        };
-        Ok(Matrix {
-            n,
-            k,
-            dtype: t.dtype(),
-            store: Store::Buffer(t),
         })
     }
 

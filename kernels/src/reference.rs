@@ -189,6 +189,7 @@ pub fn rms_norm_heads(
 }
 
 /// GroupNorm NCHW then `act`.
+#[allow(clippy::too_many_arguments)]
 pub fn group_norm(
     x: &[f32],
     c: usize,

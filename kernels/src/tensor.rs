@@ -117,7 +117,7 @@ impl Tensor {
             dtype,
         };
         if gpu.poisoning() {
-            gpu.upload(t.buffer(), 0, &vec![0xFF; t.byte_len() as usize]);
+            gpu.upload(t.buffer(), 0, &vec![0xFF; t.byte_len() as usize])?;
         }
         Ok(t)
     }
@@ -135,7 +135,7 @@ impl Tensor {
             });
         }
         let t = Tensor::empty(gpu, shape, DType::F32)?;
-        gpu.upload(t.buffer(), 0, bytemuck::cast_slice(data));
+        gpu.upload(t.buffer(), 0, bytemuck::cast_slice(data))?;
         Ok(t)
     }
 
@@ -168,7 +168,7 @@ impl Tensor {
         gpu.pool.note_new(size);
         let mut offset = 0u64;
         for part in parts {
-            if offset % 4 != 0 {
+            if !offset.is_multiple_of(4) {
                 return Err(KernelError::Shape {
                     op: "upload",
                     message: format!(
@@ -176,7 +176,7 @@ impl Tensor {
                     ),
                 });
             }
-            gpu.upload(&buffer, offset, part);
+            gpu.upload(&buffer, offset, part)?;
             offset += part.len() as u64;
         }
         Ok(Tensor {
@@ -223,11 +223,6 @@ impl Tensor {
             .buffer
             .as_ref()
             .expect("buffer present until drop")
-    }
-
-    /// True when both tensors share one buffer.
-    pub fn same_storage(&self, other: &Tensor) -> bool {
-        Rc::ptr_eq(&self.storage, &other.storage)
     }
 
     /// The same data under another shape with as many elements.
@@ -280,23 +275,6 @@ impl Tensor {
         let out = Tensor::empty(gpu, &self.shape, self.dtype)?;
         gpu.copy(self.buffer(), 0, out.buffer(), 0, self.byte_len());
         Ok(out)
-    }
-
-    /// Overwrite the data from the host (same element count, f32 only).
-    pub fn write_f32(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
-        if self.dtype != DType::F32 || data.len() != self.numel() {
-            return Err(KernelError::Shape {
-                op: "write",
-                message: format!(
-                    "{} f32 values for a {:?} {} tensor",
-                    data.len(),
-                    self.shape,
-                    self.dtype
-                ),
-            });
-        }
-        gpu.upload(self.buffer(), 0, bytemuck::cast_slice(data));
-        Ok(())
     }
 }
 

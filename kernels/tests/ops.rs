@@ -129,7 +129,7 @@ fn matrix(
     let bytes = stored(values, dtype);
     // Buffers take parts at 4-byte boundaries only (always true of real q/k/v blocks).
     let split = (n / 3) * k * dtype.size();
-    let parts: Vec<&[u8]> = if split % 4 == 0 {
+    let parts: Vec<&[u8]> = if split.is_multiple_of(4) {
         vec![&bytes[..split], &bytes[split..]]
     } else {
         vec![&bytes]
@@ -141,7 +141,7 @@ fn matrix(
 
 /// The layouts a [*, k] matrix can take.
 fn layouts(k: usize) -> Vec<MatrixLayout> {
-    if k % 4 == 0 {
+    if k.is_multiple_of(4) {
         vec![MatrixLayout::Buffer, MatrixLayout::Texture]
     } else {
         vec![MatrixLayout::Buffer]

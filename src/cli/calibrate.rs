@@ -206,8 +206,8 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     let multiple = 8 * config.patch;
     if args.width == 0
         || args.height == 0
-        || args.width % multiple != 0
-        || args.height % multiple != 0
+        || !args.width.is_multiple_of(multiple)
+        || !args.height.is_multiple_of(multiple)
     {
         return input(format!(
             "width and height must be positive multiples of {multiple} pixels, got {}x{}",

@@ -93,7 +93,11 @@ pub fn seeded_noise(seed: u64, shape: &[usize]) -> HostTensor {
 
 /// Width and height in pixels: both multiples of `multiple`.
 fn check_size(width: usize, height: usize, multiple: usize) -> Result<()> {
-    if width == 0 || height == 0 || width % multiple != 0 || height % multiple != 0 {
+    if width == 0
+        || height == 0
+        || !width.is_multiple_of(multiple)
+        || !height.is_multiple_of(multiple)
+    {
         return input(format!(
             "width and height must be positive multiples of {multiple} pixels, got {width}x{height}"
         ));

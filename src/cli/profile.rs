@@ -46,7 +46,7 @@ fn profile_model(gpu: &Gpu, path: &Path, width: usize, height: usize) -> Result<
     let weights = WeightSet::open(&mp.transformer_files)?;
     let model = Mmdit::load(gpu, &weights, mp.config.as_ref())?;
     let c = &model.config;
-    if width % 16 != 0 || height % 16 != 0 {
+    if !width.is_multiple_of(16) || !height.is_multiple_of(16) {
         return input(format!(
             "width and height must be multiples of 16 pixels, got {width}x{height}"
         ));

@@ -237,17 +237,16 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
             stride: c.coarse_stride,
         };
         let mut levels = window.candidates(upper);
-        let nominal_extra = !levels.iter().any(|&l| (l - sigma).abs() < 1e-12);
+        // Grid values are rounded to 1e-9 (grid.rs), so sigma's own candidate may differ from it
+        // by that much.
+        let same = |l: f64| (l - sigma).abs() < 1e-9;
+        let nominal_extra = !levels.iter().any(|&l| same(l));
         if nominal_extra {
             levels.push(sigma);
         }
         let coarse = self.evaluate(&xi, dt, &levels, done)?;
         let mut pairs = coarse.pairs();
-        let loss_nominal = pairs
-            .iter()
-            .find(|p| (p.0 - sigma).abs() < 1e-12)
-            .expect("evaluated")
-            .1;
+        let loss_nominal = pairs.iter().find(|p| same(p.0)).expect("evaluated").1;
         if nominal_extra {
             pairs.pop();
         }

@@ -77,7 +77,7 @@ pub fn attention_with(
     variant: AttentionVariant,
 ) -> Result<Tensor> {
     const OP: &str = "attention";
-    if head_dim == 0 || head_dim % 4 != 0 || head_dim > MAX_HEAD_DIM {
+    if head_dim == 0 || !head_dim.is_multiple_of(4) || head_dim > MAX_HEAD_DIM {
         return shape_err(
             OP,
             format!("head dim {head_dim} must be a multiple of 4 up to {MAX_HEAD_DIM}"),
@@ -102,7 +102,7 @@ pub fn attention_with(
                 ),
             );
         }
-        if t.cols() % 4 != 0 || offs.iter().any(|o| o % 4 != 0 || o + width > t.cols()) {
+        if !t.cols().is_multiple_of(4) || offs.iter().any(|o| o % 4 != 0 || o + width > t.cols()) {
             return shape_err(
                 OP,
                 format!(
@@ -203,7 +203,7 @@ fn pack_sources(
             (batches.start * s.len) as u32,
         ];
         gpu.dispatch(
-            &Kernel::new("pack_texture", &["common.wgsl", "pack_texture.wgsl"]),
+            &Kernel::new("attention_pack", &["common.wgsl", "pack_texture.wgsl"]),
             words(&params),
             &[
                 s.tensor.bind(if values { "values" } else { "keys" }),

@@ -103,7 +103,7 @@ pub fn conv2d(
                     pl as u32,
                 ];
                 gpu.dispatch(
-                    &Kernel::new("im2col_texture", &["common.wgsl", "im2col_texture.wgsl"]),
+                    &Kernel::new("conv_im2col", &["common.wgsl", "im2col_texture.wgsl"]),
                     words(&params),
                     &[x.bind("x"), Bind::Texture(&tex)],
                     grid_flat(gpu, texels * rows.len()),

@@ -27,7 +27,7 @@ fn patch_kernel(unpatch: bool, order: PatchOrder) -> Kernel {
 }
 
 fn check_grid(op: &'static str, c: usize, h: usize, w: usize, patch: usize) -> Result<()> {
-    if patch == 0 || h % patch != 0 || w % patch != 0 || c == 0 {
+    if patch == 0 || !h.is_multiple_of(patch) || !w.is_multiple_of(patch) || c == 0 {
         return shape_err(
             op,
             format!("{h}x{w} is not a whole number of {patch}x{patch} patches"),

@@ -160,7 +160,7 @@ fn pack_rows(
     let mc = rows.len();
     let texels = k / 4;
     let offset = (rows.start * k * 4) as u64;
-    if (k * 4) % 256 == 0 {
+    if (k * 4).is_multiple_of(256) {
         let (tex, view) = gpu.scratch_texture(Scratch::Copied, texels as u32, mc as u32)?;
         gpu.copy_to_texture(x.buffer(), offset, (k * 4) as u32, mc as u32, &tex);
         return Ok(view);
@@ -177,7 +177,7 @@ fn pack_rows(
         0,
     ];
     gpu.dispatch(
-        &Kernel::new("pack_texture", &["common.wgsl", "pack_texture.wgsl"]),
+        &Kernel::new("linear_pack", &["common.wgsl", "pack_texture.wgsl"]),
         words(&params),
         &[
             x.bind_range("x", offset, (mc * k * 4) as u64),

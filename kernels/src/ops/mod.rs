@@ -82,7 +82,7 @@ pub(crate) fn chunks_max(
     }
     let largest = item_bytes.iter().copied().max().unwrap_or(1).max(1);
     if total as u64 * largest <= limit && total <= max_items {
-        return Ok(vec![0..total]);
+        return Ok(std::iter::once(0..total).collect());
     }
     // Items per aligned step: the smallest count whose bytes are a multiple of `align` in
     // every operand.

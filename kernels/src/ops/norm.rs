@@ -30,7 +30,7 @@ impl Modulation<'_> {
     ) -> Result<usize> {
         expect_f32(op, "modulation", self.table)?;
         let stride = self.table.cols();
-        if self.tokens == 0 || rows % self.tokens != 0 {
+        if self.tokens == 0 || !rows.is_multiple_of(self.tokens) {
             return shape_err(
                 op,
                 format!(

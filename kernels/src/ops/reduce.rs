@@ -21,7 +21,7 @@ pub fn squared_error_groups(
     expect_f32(OP, "b", b)?;
     let rows = *a.shape().first().unwrap_or(&0);
     let rows_b = *b.shape().first().unwrap_or(&0);
-    let cols = if rows == 0 { 0 } else { a.numel() / rows };
+    let cols = a.numel().checked_div(rows).unwrap_or(0);
     if rows == 0 || rows_b == 0 || b.numel() != rows_b * cols {
         return shape_err(
             OP,
@@ -32,7 +32,7 @@ pub fn squared_error_groups(
             ),
         );
     }
-    if group_rows == 0 || rows % group_rows != 0 || rows % rows_b != 0 {
+    if group_rows == 0 || !rows.is_multiple_of(group_rows) || !rows.is_multiple_of(rows_b) {
         return shape_err(
             OP,
             format!("{rows} rows do not split into groups of {group_rows} and repeats of {rows_b}"),

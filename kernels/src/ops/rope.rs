@@ -33,7 +33,7 @@ pub fn rope_tables(positions: &[Vec<f64>], dims: &[usize], theta: f64) -> (Vec<f
 pub fn rope(gpu: &Gpu, x: &Tensor, heads: Heads, cos: &Tensor, sin: &Tensor) -> Result<()> {
     const OP: &str = "rope";
     heads.check(OP, x)?;
-    if heads.d % 2 != 0 {
+    if !heads.d.is_multiple_of(2) {
         return shape_err(OP, format!("head dim {} must be even", heads.d));
     }
     for (what, t) in [("cos", cos), ("sin", sin)] {
@@ -50,7 +50,7 @@ pub fn rope(gpu: &Gpu, x: &Tensor, heads: Heads, cos: &Tensor, sin: &Tensor) -> 
         }
     }
     let tokens = cos.rows();
-    if sin.rows() != tokens || tokens == 0 || x.rows() % tokens != 0 {
+    if sin.rows() != tokens || tokens == 0 || !x.rows().is_multiple_of(tokens) {
         return shape_err(
             OP,
             format!(

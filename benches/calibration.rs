@@ -1,0 +1,86 @@
+//! Calibration throughput on the SD3-medium shape (random f16 weights) at 128x128: sample
+//! evaluations per second with all candidates of a stage in one batch against one candidate
+//! per forward, the ratio, the evaluations of a full default calibration (28 steps, 200
+//! samples) and its projected time on this adapter.
+
+mod common;
+
+use common::{gpu, sd3_medium_random};
+use noiseshift::models::mmdit::Mmdit;
+use noiseshift::noiseshift::search::{Engine, SearchConfig, VelocityModel};
+use noiseshift::noiseshift::velocity::MmditVelocity;
+use noiseshift::schedule::sd3_sigmas;
+use noiseshift::tensor_file::HostTensor;
+use noiseshift::weights::{ModelPath, WeightSet};
+
+fn noise(shape: &[usize], seed: u32) -> HostTensor {
+    let n: usize = shape.iter().product();
+    let data = (0..n)
+        .map(|i| {
+            (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32
+                / (1u32 << 24) as f32
+                - 0.5)
+                * 2.0
+        })
+        .collect();
+    HostTensor::new(shape.to_vec(), data)
+}
+
+fn main() {
+    let gpu = gpu();
+    let path = ModelPath::resolve(&sd3_medium_random()).unwrap();
+    let weights = WeightSet::open(&path.transformer_files).unwrap();
+    let model = Mmdit::load(&gpu, &weights, path.config.as_ref()).unwrap();
+    let samples = 1;
+    let velocity = MmditVelocity::new(
+        &model,
+        noise(&[samples, 333, 4096], 1),
+        noise(&[samples, 2048], 2),
+        None,
+    );
+    let (x0, eps) = (
+        noise(&[samples, 16, 16, 16], 3),
+        noise(&[samples, 16, 16, 16], 4),
+    );
+    // A small stage: 3 coarse and 3 fine candidates (the default grid has 21 + 21).
+    let config = |batch| SearchConfig {
+        sigmas: sd3_sigmas(28, 3.0),
+        coarse_window: 0.01,
+        coarse_stride: 0.01,
+        fine_window: 0.001,
+        fine_stride: 0.001,
+        widen: false,
+        batch,
+        bootstrap: 0,
+        seed: 0,
+    };
+    // Warm-up builds the pipelines: one row, not timed.
+    velocity
+        .velocity(&gpu, &x0.upload(&gpu).unwrap(), &[0.5], &[0])
+        .unwrap();
+    gpu.finish().unwrap();
+    println!("adapter: {}", gpu.adapter.label());
+    let mut rates = Vec::new();
+    for (label, batch) in [
+        ("all candidates per forward", 8),
+        ("one candidate per forward", samples),
+    ] {
+        let engine = Engine::new(&gpu, &velocity, x0.clone(), eps.clone(), config(batch)).unwrap();
+        let start = std::time::Instant::now();
+        let r = engine.step(5, 1.0, &mut |_| {}).unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        let rate = r.evaluations as f64 / secs;
+        println!(
+            "128x128, {label} ({batch} rows): {} evaluations in {secs:.1} s = {rate:.3} per second",
+            r.evaluations
+        );
+        rates.push(rate);
+    }
+    println!("batching pays {:.2}x", rates[0] / rates[1]);
+    // Default search: 21 coarse + 21 fine candidates per step (fewer where clipped).
+    let evaluations = 28 * 42 * 200;
+    println!(
+        "full default calibration (28 steps x 42 candidates x 200 samples) = {evaluations} evaluations: projected {:.1} h here",
+        evaluations as f64 / rates[0] / 3600.0
+    );
+}
