@@ -1,7 +1,7 @@
 // Sum of squared differences per group of rows: out[g] = sum over rows r of group g and all
 // columns of (a[r, c] - b[r mod rows_b, c])^2. b repeats over a's rows, so one target per
-// sample serves every candidate. One workgroup per group; fixed summation order, so the
-// result is deterministic.
+// sample serves every candidate. One workgroup per group; fixed summation order (see
+// workgroup_sum.wgsl), so the result is deterministic.
 
 struct Params {
     group_rows: u32,
@@ -14,9 +14,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-
-const WG: u32 = 256u;
-var<workgroup> partial: array<f32, WG>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) ng: vec3<u32>,
@@ -35,15 +32,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) ng: vec3
             s += d * d;
         }
     }
-    partial[lid] = s;
-    workgroupBarrier();
-    for (var step = WG / 2u; step > 0u; step >>= 1u) {
-        if (lid < step) {
-            partial[lid] += partial[lid + step];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(lid, s);
     if (lid == 0u) {
-        out[g] = partial[0];
+        out[g] = total;
     }
 }

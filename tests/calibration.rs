@@ -194,23 +194,24 @@ fn noiseshift() -> Command {
     c
 }
 
-fn calibrate(out: &Path, extra: &[&str]) -> std::process::Output {
-    noiseshift()
-        .args(["calibrate", "--model"])
+/// `noiseshift calibrate` on sd3-tiny at 64x64, shift 3, with data arguments `data`
+/// (`--dataset FILE` or `--images DIR`), then `extra`, writing to `out`.
+fn calibrate_cmd(data: &[&std::ffi::OsStr], out: &Path, extra: &[&str]) -> Command {
+    let mut c = noiseshift();
+    c.args(["calibrate", "--model"])
         .arg(fixtures().join("sd3-tiny"))
-        .args([
-            "--width",
-            "64",
-            "--height",
-            "64",
-            "--shift",
-            "3",
-            "--dataset",
-        ])
-        .arg(fixture_dataset())
+        .args(["--width", "64", "--height", "64", "--shift", "3"])
+        .args(data)
         .arg("--out")
         .arg(out)
-        .args(extra)
+        .args(extra);
+    c
+}
+
+/// Calibrate on the fixture dataset.
+fn calibrate(out: &Path, extra: &[&str]) -> std::process::Output {
+    let dataset = fixture_dataset();
+    calibrate_cmd(&["--dataset".as_ref(), dataset.as_os_str()], out, extra)
         .output()
         .unwrap()
 }
@@ -447,22 +448,8 @@ fn resume_after_a_kill_gives_the_same_table() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let cut = dir.path().join("cut.json");
-    let mut child = noiseshift()
-        .args(["calibrate", "--model"])
-        .arg(fixtures().join("sd3-tiny"))
-        .args([
-            "--width",
-            "64",
-            "--height",
-            "64",
-            "--shift",
-            "3",
-            "--dataset",
-        ])
-        .arg(fixture_dataset())
-        .arg("--out")
-        .arg(&cut)
-        .args(args)
+    let dataset = fixture_dataset();
+    let mut child = calibrate_cmd(&["--dataset".as_ref(), dataset.as_os_str()], &cut, &args)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -580,23 +567,13 @@ fn bad_input_is_refused_and_nothing_is_written() {
         ),
     ];
     for (dataset, needle) in cases {
-        let o = noiseshift()
-            .args(["calibrate", "--model"])
-            .arg(fixtures().join("sd3-tiny"))
-            .args([
-                "--width",
-                "64",
-                "--height",
-                "64",
-                "--steps",
-                "2",
-                "--dataset",
-            ])
-            .arg(&dataset)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
+        let o = calibrate_cmd(
+            &["--dataset".as_ref(), dataset.as_os_str()],
+            &out,
+            &["--steps", "2"],
+        )
+        .output()
+        .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{}: {err}", dataset.display());
         assert!(err.contains(needle), "expected '{needle}' in: {err}");
@@ -606,14 +583,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
     let images = dir.path().join("images");
     std::fs::create_dir(&images).unwrap();
     let run_images = |extra: &[&str]| {
-        noiseshift()
-            .args(["calibrate", "--model"])
-            .arg(fixtures().join("sd3-tiny"))
-            .args(["--width", "64", "--height", "64", "--images"])
-            .arg(&images)
-            .args(extra)
-            .arg("--out")
-            .arg(&out)
+        calibrate_cmd(&["--images".as_ref(), images.as_os_str()], &out, extra)
             .output()
             .unwrap()
     };

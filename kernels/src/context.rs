@@ -74,8 +74,6 @@ pub struct GpuOptions {
     pub max_binding_bytes: Option<u64>,
     /// Lower the buffer-size limit below the adapter's (tests of the too-large paths).
     pub max_buffer_bytes: Option<u64>,
-    /// Ignore SHADER_F16 even where the adapter has it (tests of the f32 fallback).
-    pub disable_f16: bool,
     /// Record per-dispatch timings from the start.
     pub profile: bool,
 }
@@ -84,7 +82,6 @@ pub struct GpuOptions {
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Caps {
     pub f16: bool,
-    pub subgroups: bool,
     pub timestamps: bool,
     /// Software rasteriser (lavapipe/llvmpipe): texel fetches are vectorised there while buffer
     /// loads are not, so the matmul reads its operands through textures.
@@ -140,13 +137,13 @@ pub fn list_adapters() -> Vec<AdapterReport> {
         .collect()
 }
 
-/// Pick an adapter by index or name fragment, or the best one.
-fn choose(adapters: Vec<wgpu::Adapter>, selector: Option<&str>) -> Result<wgpu::Adapter> {
+/// Pick an adapter by index or name fragment, or the best one; returns its index too.
+fn choose(adapters: Vec<wgpu::Adapter>, selector: Option<&str>) -> Result<(usize, wgpu::Adapter)> {
     if adapters.is_empty() {
         return Err(KernelError::NoAdapter(NO_ADAPTER_HELP.into()));
     }
     let Some(sel) = selector.map(str::trim).filter(|s| !s.is_empty()) else {
-        return Ok(adapters.into_iter().next().expect("not empty"));
+        return Ok((0, adapters.into_iter().next().expect("not empty")));
     };
     let reports: Vec<AdapterReport> = adapters
         .iter()
@@ -163,7 +160,7 @@ fn choose(adapters: Vec<wgpu::Adapter>, selector: Option<&str>) -> Result<wgpu::
         }
     };
     match found {
-        Some(i) => Ok(adapters.into_iter().nth(i).expect("index checked")),
+        Some(i) => Ok((i, adapters.into_iter().nth(i).expect("index checked"))),
         None => {
             let list: Vec<String> = reports
                 .iter()
@@ -226,8 +223,8 @@ pub struct Gpu {
 type ScratchTexture = (u32, u32, wgpu::Texture, wgpu::TextureView);
 
 /// Scratch texture slots. `Packed` textures are written by pack kernels (storage binding);
-/// `Copied` ones are filled by buffer-to-texture copies, which llvmpipe samples ~12 % faster
-/// because they need no storage usage.
+/// `Copied` ones are filled by buffer-to-texture copies (no storage usage: in a probe llvmpipe
+/// sampled them about 12 % faster).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scratch {
     Packed = 0,
@@ -248,19 +245,14 @@ impl Gpu {
             .enumerate()
             .map(|(i, a)| AdapterReport::new(i, a))
             .collect();
-        let adapter = choose(adapters, selector)?;
-        let name = adapter.get_info().name;
+        let (index, adapter) = choose(adapters, selector)?;
         let report = reports
             .into_iter()
-            .find(|r| r.name == name && r.backend == format!("{:?}", adapter.get_info().backend))
+            .nth(index)
             .expect("chosen adapter is listed");
 
-        let available = adapter.features();
-        let mut wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP;
-        if !options.disable_f16 {
-            wanted |= wgpu::Features::SHADER_F16;
-        }
-        let features = available & wanted;
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
+        let features = adapter.features() & wanted;
         let mut limits = adapter.limits();
         if let Some(max) = options.max_binding_bytes {
             limits.max_storage_buffer_binding_size =
@@ -288,7 +280,6 @@ impl Gpu {
         let software = adapter.get_info().device_type == wgpu::DeviceType::Cpu;
         let caps = Caps {
             f16: features.contains(wgpu::Features::SHADER_F16),
-            subgroups: features.contains(wgpu::Features::SUBGROUP),
             // Mesa 22's lavapipe reports timestamps, but once a pass has written a storage
             // texture its timestamps stop bracketing the work (seen: 0.1 ms stamped around a
             // 50 ms dispatch); software adapters are timed by wall clock instead.

@@ -23,6 +23,7 @@ macro_rules! shader_table {
 
 shader_table!(
     "common.wgsl",
+    "workgroup_sum.wgsl",
     "dtype_f32.wgsl",
     "dtype_f16.wgsl",
     "dtype_f16_native.wgsl",

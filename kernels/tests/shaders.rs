@@ -4,6 +4,9 @@
 use noiseshift_kernels::KernelError;
 use noiseshift_kernels::pipelines::{SHADERS, compose, compose_sources, validate};
 
+/// Files of shared functions that kernels are composed with.
+const LIBRARY: [&str; 2] = ["common.wgsl", "workgroup_sum.wgsl"];
+
 const SNIPPETS: [&str; 4] = [
     "dtype_f32.wgsl",
     "dtype_f16.wgsl",
@@ -16,7 +19,7 @@ fn every_shader_validates_with_every_dtype_snippet() {
     let kernels: Vec<&'static str> = SHADERS
         .iter()
         .map(|(f, _)| *f)
-        .filter(|f| !f.starts_with("dtype_") && !f.starts_with("wtex_") && *f != "common.wgsl")
+        .filter(|f| !f.starts_with("dtype_") && !f.starts_with("wtex_") && !LIBRARY.contains(f))
         .collect();
     assert!(
         kernels.len() >= 20,
@@ -29,15 +32,15 @@ fn every_shader_validates_with_every_dtype_snippet() {
         let variants: Vec<Vec<&'static str>> = if text.contains("array<WPack>") {
             SNIPPETS
                 .iter()
-                .map(|s| vec![*s, "common.wgsl", kernel])
+                .map(|s| vec![*s, LIBRARY[0], LIBRARY[1], kernel])
                 .collect()
         } else if text.contains("WTexel") {
             ["wtex_float.wgsl", "wtex_bf16.wgsl"]
                 .iter()
-                .map(|s| vec![*s, "common.wgsl", kernel])
+                .map(|s| vec![*s, LIBRARY[0], LIBRARY[1], kernel])
                 .collect()
         } else {
-            vec![vec!["common.wgsl", kernel]]
+            vec![vec![LIBRARY[0], LIBRARY[1], kernel]]
         };
         // Sizes the ops define at build time (attention_texture's head dim / 4).
         let defines: &[(&str, u32)] = if text.contains("array<vec4<f32>, D4>") {

@@ -7,7 +7,8 @@
 
 use crate::context::{Bind, Gpu, Scratch};
 use crate::error::{KernelError, Result, shape_err};
-use crate::ops::{expect_f32, grid_flat, words};
+use crate::ops::pack::{PackRows, pack_rows};
+use crate::ops::{expect_f32, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::{DType, Tensor};
@@ -191,26 +192,22 @@ fn pack_sources(
     let (_, view) = gpu.scratch_texture(slot, (width / 4) as u32, (nb * lk) as u32)?;
     let mut row_off = 0;
     for s in kv {
-        let col = if values { s.v_off } else { s.k_off };
-        let params = [
-            (width / 4) as u32,
-            (nb * s.len) as u32,
-            (s.tensor.cols() / 4) as u32,
-            (col / 4) as u32,
-            s.len as u32,
-            lk as u32,
-            row_off as u32,
-            (batches.start * s.len) as u32,
-        ];
-        gpu.dispatch(
-            &Kernel::new("attention_pack", &["common.wgsl", "pack_texture.wgsl"]),
-            words(&params),
-            &[
-                s.tensor.bind(if values { "values" } else { "keys" }),
-                Bind::Texture(&view),
-            ],
-            grid_flat(gpu, width / 4 * nb * s.len),
-            Cost::new(0.0, 8.0 * (nb * s.len * width) as f64),
+        let p = PackRows {
+            texels: width / 4,
+            rows: nb * s.len,
+            stride: s.tensor.cols(),
+            col_off: if values { s.v_off } else { s.k_off },
+            rows_per_batch: s.len,
+            dst_rows_per_batch: lk,
+            dst_row_off: row_off,
+            src_row0: batches.start * s.len,
+        };
+        pack_rows(
+            gpu,
+            "attention_pack",
+            s.tensor.bind(if values { "values" } else { "keys" }),
+            &view,
+            p,
         )?;
         row_off += s.len;
     }

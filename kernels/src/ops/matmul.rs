@@ -11,7 +11,8 @@
 use crate::context::{Bind, Gpu, Scratch};
 use crate::error::{KernelError, Result};
 use crate::matrix::{Matrix, Store};
-use crate::ops::{Act, chunks, chunks_max, expect_f32, grid_flat, weight_snippet, words};
+use crate::ops::pack::{PackRows, pack_rows};
+use crate::ops::{Act, chunks, chunks_max, expect_f32, weight_snippet, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::{DType, Tensor};
@@ -151,7 +152,7 @@ pub(crate) fn dispatch_texture(
 
 /// Put rows `rows` of x [M, K] into an input texture (K/4 texels wide): a plain copy when
 /// rows are a multiple of 256 bytes (every real model width), else the pack kernel.
-fn pack_rows(
+fn input_texture(
     gpu: &Gpu,
     x: &Tensor,
     k: usize,
@@ -166,25 +167,22 @@ fn pack_rows(
         return Ok(view);
     }
     let (_, view) = gpu.scratch_texture(Scratch::Packed, texels as u32, mc as u32)?;
-    let params = [
-        texels as u32,
-        mc as u32,
-        texels as u32,
-        0,
-        mc as u32,
-        mc as u32,
-        0,
-        0,
-    ];
-    gpu.dispatch(
-        &Kernel::new("linear_pack", &["common.wgsl", "pack_texture.wgsl"]),
-        words(&params),
-        &[
-            x.bind_range("x", offset, (mc * k * 4) as u64),
-            Bind::Texture(&view),
-        ],
-        grid_flat(gpu, texels * mc),
-        Cost::new(0.0, 8.0 * (mc * k) as f64),
+    let p = PackRows {
+        texels,
+        rows: mc,
+        stride: k,
+        col_off: 0,
+        rows_per_batch: mc,
+        dst_rows_per_batch: mc,
+        dst_row_off: 0,
+        src_row0: 0,
+    };
+    pack_rows(
+        gpu,
+        "linear_pack",
+        x.bind_range("x", offset, (mc * k * 4) as u64),
+        &view,
+        p,
     )?;
     Ok(view)
 }
@@ -224,7 +222,7 @@ pub fn linear_into(
                 align,
                 max_rows,
             )? {
-                let tex = pack_rows(gpu, x, k, rows.clone())?;
+                let tex = input_texture(gpu, x, k, rows.clone())?;
                 let y_bind = y.bind_range(
                     "y",
                     (rows.start * n * 4) as u64,

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod matmul;
 pub mod modulate;
 pub mod norm;
+pub(crate) mod pack;
 pub mod reduce;
 pub mod resample;
 pub mod rope;

@@ -120,7 +120,7 @@ pub fn layer_norm(
     ];
     let n = (rows * d) as f64;
     gpu.dispatch(
-        &Kernel::new(OP, &["layer_norm.wgsl"]),
+        &Kernel::new(OP, &["workgroup_sum.wgsl", "layer_norm.wgsl"]),
         words(&params),
         &binds,
         groups,
@@ -234,7 +234,10 @@ pub fn group_norm(
     ];
     let n = x.numel() as f64;
     gpu.dispatch(
-        &Kernel::new(OP, &["common.wgsl", "group_norm.wgsl"]),
+        &Kernel::new(
+            OP,
+            &["common.wgsl", "workgroup_sum.wgsl", "group_norm.wgsl"],
+        ),
         words(&params),
         &[
             x.bind("x"),

@@ -43,7 +43,7 @@ pub fn squared_error_groups(
     let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;
     let n = a.numel() as f64;
     gpu.dispatch(
-        &Kernel::new(OP, &["squared_error.wgsl"]),
+        &Kernel::new(OP, &["workgroup_sum.wgsl", "squared_error.wgsl"]),
         words(&[group_rows as u32, cols as u32, rows_b as u32, groups as u32]),
         &[a.bind("a"), b.bind("b"), out.bind("out")],
         [groups.min(max_x) as u32, groups.div_ceil(max_x) as u32, 1],

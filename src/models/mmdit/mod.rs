@@ -269,19 +269,7 @@ impl Mmdit {
 
         let (shift, scale) = self.shift_scale;
         let fmod = self.final_ada.forward(gpu, &silu_c, Act::None)?;
-        let xn = ops::norm::layer_norm(
-            gpu,
-            &x,
-            None,
-            None,
-            Some(Modulation {
-                table: &fmod,
-                tokens: dims.image,
-                shift,
-                scale,
-            }),
-            NORM_EPS,
-        )?;
+        let xn = modulated_norm(gpu, &x, &fmod, dims.image, shift, scale)?;
         let out = self.final_linear.forward(gpu, &xn, Act::None)?;
         Ok(ops::layout::unpatchify(
             gpu,
@@ -384,23 +372,36 @@ impl StreamWeights {
         let (Some(fc1), Some(fc2)) = (&self.fc1, &self.fc2) else {
             unreachable!("only full streams update their tokens")
         };
-        let n = ops::norm::layer_norm(
-            gpu,
-            x,
-            None,
-            None,
-            Some(Modulation {
-                table,
-                tokens,
-                shift: 3,
-                scale: 4,
-            }),
-            NORM_EPS,
-        )?;
+        let n = modulated_norm(gpu, x, table, tokens, 3, 4)?;
         let h = fc1.forward(gpu, &n, Act::GeluTanh)?;
         ops::modulate::gated_residual(gpu, x, &fc2.forward(gpu, &h, Act::None)?, table, tokens, 5)?;
         Ok(())
     }
+}
+
+/// LayerNorm without affine (eps 1e-6), modulated by chunks `shift`, `scale` of `table`.
+fn modulated_norm(
+    gpu: &Gpu,
+    x: &Tensor,
+    table: &Tensor,
+    tokens: usize,
+    shift: usize,
+    scale: usize,
+) -> Result<Tensor> {
+    let m = Modulation {
+        table,
+        tokens,
+        shift,
+        scale,
+    };
+    Ok(ops::norm::layer_norm(
+        gpu,
+        x,
+        None,
+        None,
+        Some(m),
+        NORM_EPS,
+    )?)
 }
 
 fn qk_norm(
@@ -473,47 +474,11 @@ impl Block {
         let (b, t, l, d) = (dims.batch, dims.image, dims.text, dims.hidden);
         let mod_x = self.image.ada.forward(gpu, silu_c, Act::None)?;
         let mod_c = self.context.ada.forward(gpu, silu_c, Act::None)?;
-        let nx = ops::norm::layer_norm(
-            gpu,
-            x,
-            None,
-            None,
-            Some(Modulation {
-                table: &mod_x,
-                tokens: t,
-                shift: 0,
-                scale: 1,
-            }),
-            NORM_EPS,
-        )?;
-        let nc = ops::norm::layer_norm(
-            gpu,
-            ctx,
-            None,
-            None,
-            Some(Modulation {
-                table: &mod_c,
-                tokens: l,
-                shift: ctx_mod.0,
-                scale: ctx_mod.1,
-            }),
-            NORM_EPS,
-        )?;
+        let nx = modulated_norm(gpu, x, &mod_x, t, 0, 1)?;
+        let nc = modulated_norm(gpu, ctx, &mod_c, l, ctx_mod.0, ctx_mod.1)?;
         // MMDiT-X: the second attention reads LN(x) of the block input under its own modulation.
         let nx2 = match &self.attn2 {
-            Some(_) => Some(ops::norm::layer_norm(
-                gpu,
-                x,
-                None,
-                None,
-                Some(Modulation {
-                    table: &mod_x,
-                    tokens: t,
-                    shift: 6,
-                    scale: 7,
-                }),
-                NORM_EPS,
-            )?),
+            Some(_) => Some(modulated_norm(gpu, x, &mod_x, t, 6, 7)?),
             None => None,
         };
         let qkv_x = self
