@@ -44,10 +44,7 @@ pub fn sample(
         let Some(uncond) = &prompts.uncond else {
             return input("guidance > 1 needs negative (unconditional) prompt embeddings");
         };
-        stacked = TextConditioning {
-            embeds: ops::layout::concat_batch(gpu, &uncond.embeds, &prompts.cond.embeds)?,
-            pooled: ops::layout::concat_batch(gpu, &uncond.pooled, &prompts.cond.pooled)?,
-        };
+        stacked = TextConditioning::stack(gpu, uncond, &prompts.cond)?;
         &stacked
     } else {
         &prompts.cond
@@ -55,12 +52,11 @@ pub fn sample(
     let x = latents.duplicate(gpu)?;
     for i in 0..steps {
         let dt = plan.sigmas[i + 1] - plan.sigmas[i];
+        let levels = vec![plan.levels[i]; b];
         let v = if guided {
-            let both = ops::layout::concat_batch(gpu, &x, &x)?;
-            let v = model.forward(gpu, &both, &vec![plan.levels[i]; 2 * b], text)?;
-            ops::euler::cfg_combine(gpu, &v, plan.guidance as f32)?
+            model.forward_guided(gpu, &x, &levels, text, plan.guidance as f32)?
         } else {
-            model.forward(gpu, &x, &vec![plan.levels[i]; b], text)?
+            model.forward(gpu, &x, &levels, text)?
         };
         ops::euler::euler_step(gpu, &x, &v, dt as f32)?;
         gpu.flush()?;

@@ -56,7 +56,7 @@ pub struct Args {
     #[arg(long)]
     shift: Option<f64>,
     /// Rows to sample when starting from --seed noise.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, conflicts_with = "latents")]
     batch: usize,
     /// Write the final latents here (safetensors, key `latents`).
     #[arg(long)]

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use noiseshift_kernels::{Gpu, Tensor, ops};
+use noiseshift_kernels::{Gpu, Tensor};
 
 use crate::error::Result;
 use crate::models::mmdit::{Mmdit, TextConditioning};
@@ -51,13 +51,16 @@ impl<'a> MmditVelocity<'a> {
         {
             return Ok(text.clone());
         }
-        let mut embeds = rows(&self.embeds, samples).upload(gpu)?;
-        let mut pooled = rows(&self.pooled, samples).upload(gpu)?;
+        let upload = |e: &HostTensor, p: &HostTensor| -> Result<TextConditioning> {
+            Ok(TextConditioning {
+                embeds: rows(e, samples).upload(gpu)?,
+                pooled: rows(p, samples).upload(gpu)?,
+            })
+        };
+        let mut text = upload(&self.embeds, &self.pooled)?;
         if let Some((ne, np, _)) = &self.guidance {
-            embeds = ops::layout::concat_batch(gpu, &rows(ne, samples).upload(gpu)?, &embeds)?;
-            pooled = ops::layout::concat_batch(gpu, &rows(np, samples).upload(gpu)?, &pooled)?;
+            text = TextConditioning::stack(gpu, &upload(ne, np)?, &text)?;
         }
-        let text = TextConditioning { embeds, pooled };
         *self.cache.borrow_mut() = Some((samples.to_vec(), text.clone()));
         Ok(text)
     }
@@ -79,12 +82,7 @@ impl VelocityModel for MmditVelocity<'_> {
         let text = self.conditioning(gpu, samples)?;
         match &self.guidance {
             None => self.model.forward(gpu, x, levels, &text),
-            Some((_, _, g)) => {
-                let both = ops::layout::concat_batch(gpu, x, x)?;
-                let levels2: Vec<f64> = levels.iter().chain(levels).copied().collect();
-                let v = self.model.forward(gpu, &both, &levels2, &text)?;
-                Ok(ops::euler::cfg_combine(gpu, &v, *g as f32)?)
-            }
+            Some((_, _, g)) => self.model.forward_guided(gpu, x, levels, &text, *g as f32),
         }
     }
 }

@@ -34,6 +34,20 @@ pub struct TextConditioning {
     pub pooled: Tensor,
 }
 
+impl TextConditioning {
+    /// The rows of `first` followed by those of `second` (unconditional, then conditional).
+    pub fn stack(
+        gpu: &Gpu,
+        first: &TextConditioning,
+        second: &TextConditioning,
+    ) -> Result<TextConditioning> {
+        Ok(TextConditioning {
+            embeds: ops::layout::concat_batch(gpu, &first.embeds, &second.embeds)?,
+            pooled: ops::layout::concat_batch(gpu, &first.pooled, &second.pooled)?,
+        })
+    }
+}
+
 /// One stream (image or text) of a joint block.
 struct StreamWeights {
     ada: Linear,
@@ -197,6 +211,23 @@ impl Mmdit {
             ops::layout::crop_grid(gpu, &self.pos_embed, m, (m - gh) / 2, (m - gw) / 2, gh, gw)?;
         *self.pos_cache.borrow_mut() = Some(((gh, gw), t.clone()));
         Ok(t)
+    }
+
+    /// Velocity with classifier-free guidance: `text` holds B unconditional rows then B
+    /// conditional ones (see `TextConditioning::stack`); x runs twice in one batch and the two
+    /// halves combine as u + g (c - u).
+    pub fn forward_guided(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        sigmas: &[f64],
+        text: &TextConditioning,
+        guidance: f32,
+    ) -> Result<Tensor> {
+        let both = ops::layout::concat_batch(gpu, x, x)?;
+        let levels: Vec<f64> = sigmas.iter().chain(sigmas).copied().collect();
+        let v = self.forward(gpu, &both, &levels, text)?;
+        Ok(ops::euler::cfg_combine(gpu, &v, guidance)?)
     }
 
     /// Velocity for latents [B, C, H, W] at per-row noise levels `sigmas` (timestep 1000 sigma).
