@@ -1,25 +1,39 @@
 // Gated residual x += gate * y in place, the gate a chunk of a per-sample modulation row
-// broadcast over that sample's `tokens` rows of width d.
+// broadcast over that sample's `tokens` rows. Widths and offsets count Elem (elem_*.wgsl);
+// each invocation walks one column down R rows, loading the gate once per sample.
 
 struct Params {
-    n: u32,
-    d: u32,
+    rows: u32,
+    cols: u32,
     tokens: u32,
     mod_stride: u32,
     gate_off: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> y: array<f32>;
-@group(0) @binding(2) var<storage, read> modv: array<f32>;
-@group(0) @binding(3) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<storage, read> y: array<Elem>;
+@group(0) @binding(2) var<storage, read> modv: array<Elem>;
+@group(0) @binding(3) var<storage, read_write> x: array<Elem>;
 
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(gid, groups);
-    if (i >= p.n) {
+const R: u32 = 8u;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) groups: vec3<u32>) {
+    let c = gid.x;
+    if (c >= p.cols) {
         return;
     }
-    let m = (i / (p.d * p.tokens)) * p.mod_stride + i % p.d;
-    x[i] += modv[m + p.gate_off] * y[i];
+    let first = (wid.y + wid.z * groups.y) * R;
+    var sample = 0xffffffffu;
+    var gate = Elem(0.0);
+    for (var row = first; row < min(first + R, p.rows); row++) {
+        let s = row / p.tokens;
+        if (s != sample) {
+            sample = s;
+            gate = modv[s * p.mod_stride + p.gate_off + c];
+        }
+        let i = row * p.cols + c;
+        x[i] += gate * y[i];
+    }
 }

@@ -1,9 +1,11 @@
 // adaLN modulation y = x * (1 + scale) + shift, with shift and scale chunks of a per-sample
-// modulation row broadcast over that sample's `tokens` rows of width d.
+// modulation row broadcast over that sample's `tokens` rows. Widths and offsets count Elem
+// (elem_*.wgsl). Each invocation walks one column down R rows, loading the sample's shift and
+// scale once rather than per row.
 
 struct Params {
-    n: u32,
-    d: u32,
+    rows: u32,
+    cols: u32,
     tokens: u32,
     mod_stride: u32,
     shift_off: u32,
@@ -11,16 +13,32 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> modv: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<Elem>;
+@group(0) @binding(2) var<storage, read> modv: array<Elem>;
+@group(0) @binding(3) var<storage, read_write> y: array<Elem>;
 
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(gid, groups);
-    if (i >= p.n) {
+const R: u32 = 8u;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) groups: vec3<u32>) {
+    let c = gid.x;
+    if (c >= p.cols) {
         return;
     }
-    let m = (i / (p.d * p.tokens)) * p.mod_stride + i % p.d;
-    y[i] = x[i] * (1.0 + modv[m + p.scale_off]) + modv[m + p.shift_off];
+    let first = (wid.y + wid.z * groups.y) * R;
+    var sample = 0xffffffffu;
+    var scale = Elem(0.0);
+    var shift = Elem(0.0);
+    for (var row = first; row < min(first + R, p.rows); row++) {
+        let s = row / p.tokens;
+        if (s != sample) {
+            sample = s;
+            let m = s * p.mod_stride + c;
+            scale = 1.0 + modv[m + p.scale_off];
+            shift = modv[m + p.shift_off];
+        }
+        let i = row * p.cols + c;
+        y[i] = x[i] * scale + shift;
+    }
 }

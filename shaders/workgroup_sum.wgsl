@@ -1,6 +1,6 @@
-// Sum over a 256-invocation workgroup in a fixed tree order, so results are deterministic.
+// Sum over a workgroup of WG invocations (a power of two the op defines, see
+// `ops::reduction_width`) in a fixed tree order, so results are deterministic.
 
-const WG: u32 = 256u;
 var<workgroup> partial: array<f32, WG>;
 
 // Every invocation of the workgroup must call this (it contains barriers).

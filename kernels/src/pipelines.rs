@@ -28,6 +28,8 @@ shader_table!(
     "dtype_f16.wgsl",
     "dtype_f16_native.wgsl",
     "dtype_bf16.wgsl",
+    "elem_f32.wgsl",
+    "elem_vec4.wgsl",
     "linear.wgsl",
     "linear_scalar.wgsl",
     "linear_texture.wgsl",

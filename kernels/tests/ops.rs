@@ -438,53 +438,57 @@ fn attention_large_scores_stay_finite() {
 fn layer_norm_variants_and_long_rows() {
     let mut r = rng("layer_norm");
     for gpu in gpus() {
-        let (b, tokens, d) = (2, 5, 77);
-        let x = randn(&mut r, b * tokens * d, 2.0);
-        let w = randn(&mut r, d, 1.0);
-        let bias = randn(&mut r, d, 1.0);
-        let table = randn(&mut r, b * 6 * d, 0.5);
-        let xt = Tensor::from_f32(&gpu, &[b, tokens, d], &x).unwrap();
-        let wt = Tensor::from_f32(&gpu, &[d], &w).unwrap();
-        let bt = Tensor::from_f32(&gpu, &[d], &bias).unwrap();
-        let tt = Tensor::from_f32(&gpu, &[b, 6 * d], &table).unwrap();
-        let plain = ops::norm::layer_norm(&gpu, &xt, None, None, None, 1e-6).unwrap();
-        assert_close(
-            "layer_norm",
-            &gpu,
-            &plain.to_vec(&gpu).unwrap(),
-            &cpu::layer_norm(&x, d, None, None, None, 1e-6),
-            F32_TOL,
-        );
-        let affine = ops::norm::layer_norm(&gpu, &xt, Some(&wt), Some(&bt), None, 1e-5).unwrap();
-        assert_close(
-            "layer_norm affine",
-            &gpu,
-            &affine.to_vec(&gpu).unwrap(),
-            &cpu::layer_norm(&x, d, Some(&w), Some(&bias), None, 1e-5),
-            F32_TOL,
-        );
-        let m = Modulation {
-            table: &tt,
-            tokens,
-            shift: 3,
-            scale: 4,
-        };
-        let modulated = ops::norm::layer_norm(&gpu, &xt, None, None, Some(m), 1e-6).unwrap();
-        let want = cpu::layer_norm(
-            &x,
-            d,
-            None,
-            None,
-            Some((&table, tokens, 6 * d, 3 * d, 4 * d)),
-            1e-6,
-        );
-        assert_close(
-            "layer_norm modulated",
-            &gpu,
-            &modulated.to_vec(&gpu).unwrap(),
-            &want,
-            F32_TOL,
-        );
+        // d = 77 takes the scalar kernel, 76 the vec4 one.
+        for d in [77, 76] {
+            let (b, tokens) = (2, 5);
+            let x = randn(&mut r, b * tokens * d, 2.0);
+            let w = randn(&mut r, d, 1.0);
+            let bias = randn(&mut r, d, 1.0);
+            let table = randn(&mut r, b * 6 * d, 0.5);
+            let xt = Tensor::from_f32(&gpu, &[b, tokens, d], &x).unwrap();
+            let wt = Tensor::from_f32(&gpu, &[d], &w).unwrap();
+            let bt = Tensor::from_f32(&gpu, &[d], &bias).unwrap();
+            let tt = Tensor::from_f32(&gpu, &[b, 6 * d], &table).unwrap();
+            let plain = ops::norm::layer_norm(&gpu, &xt, None, None, None, 1e-6).unwrap();
+            assert_close(
+                &format!("layer_norm d={d}"),
+                &gpu,
+                &plain.to_vec(&gpu).unwrap(),
+                &cpu::layer_norm(&x, d, None, None, None, 1e-6),
+                F32_TOL,
+            );
+            let affine =
+                ops::norm::layer_norm(&gpu, &xt, Some(&wt), Some(&bt), None, 1e-5).unwrap();
+            assert_close(
+                &format!("layer_norm affine d={d}"),
+                &gpu,
+                &affine.to_vec(&gpu).unwrap(),
+                &cpu::layer_norm(&x, d, Some(&w), Some(&bias), None, 1e-5),
+                F32_TOL,
+            );
+            let m = Modulation {
+                table: &tt,
+                tokens,
+                shift: 3,
+                scale: 4,
+            };
+            let modulated = ops::norm::layer_norm(&gpu, &xt, None, None, Some(m), 1e-6).unwrap();
+            let want = cpu::layer_norm(
+                &x,
+                d,
+                None,
+                None,
+                Some((&table, tokens, 6 * d, 3 * d, 4 * d)),
+                1e-6,
+            );
+            assert_close(
+                &format!("layer_norm modulated d={d}"),
+                &gpu,
+                &modulated.to_vec(&gpu).unwrap(),
+                &want,
+                F32_TOL,
+            );
+        }
 
         // Rows of 1e5 elements with mean 1000 and std 1: one-pass variance would lose it all.
         let n = 100_000;
@@ -579,55 +583,59 @@ fn group_norm_with_silu() {
 fn modulate_and_gated_residual() {
     let mut r = rng("modulate");
     for gpu in gpus() {
-        let (b, tokens, d, chunks) = (3, 7, 45, 6);
-        let x = randn(&mut r, b * tokens * d, 1.0);
-        let y = randn(&mut r, b * tokens * d, 1.0);
-        let table = randn(&mut r, b * chunks * d, 1.0);
-        let xt = Tensor::from_f32(&gpu, &[b * tokens, d], &x).unwrap();
-        let yt = Tensor::from_f32(&gpu, &[b * tokens, d], &y).unwrap();
-        let tt = Tensor::from_f32(&gpu, &[b, chunks * d], &table).unwrap();
-        let out = ops::modulate::modulate(
-            &gpu,
-            &xt,
-            Modulation {
-                table: &tt,
-                tokens,
-                shift: 0,
-                scale: 1,
-            },
-        )
-        .unwrap();
-        assert_close(
-            "modulate",
-            &gpu,
-            &out.to_vec(&gpu).unwrap(),
-            &cpu::modulate(&x, d, tokens, &table, chunks * d, 0, d),
-            F32_TOL,
-        );
-        ops::modulate::gated_residual(&gpu, &xt, &yt, &tt, tokens, 5).unwrap();
-        let want = cpu::gated_residual(&x, &y, d, tokens, &table, chunks * d, 5 * d);
-        assert_close(
-            "gated_residual",
-            &gpu,
-            &xt.to_vec(&gpu).unwrap(),
-            &want,
-            F32_TOL,
-        );
-        let err = ops::modulate::modulate(
-            &gpu,
-            &xt,
-            Modulation {
-                table: &tt,
-                tokens,
-                shift: 6,
-                scale: 1,
-            },
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string().contains("outside the modulation row"),
-            "{err}"
-        );
+        // d = 45 takes the scalar kernels, 44 the vec4 ones; 3 samples of 7 rows cross the
+        // kernels' groups of 8 rows.
+        for d in [45, 44] {
+            let (b, tokens, chunks) = (3, 7, 6);
+            let x = randn(&mut r, b * tokens * d, 1.0);
+            let y = randn(&mut r, b * tokens * d, 1.0);
+            let table = randn(&mut r, b * chunks * d, 1.0);
+            let xt = Tensor::from_f32(&gpu, &[b * tokens, d], &x).unwrap();
+            let yt = Tensor::from_f32(&gpu, &[b * tokens, d], &y).unwrap();
+            let tt = Tensor::from_f32(&gpu, &[b, chunks * d], &table).unwrap();
+            let out = ops::modulate::modulate(
+                &gpu,
+                &xt,
+                Modulation {
+                    table: &tt,
+                    tokens,
+                    shift: 0,
+                    scale: 1,
+                },
+            )
+            .unwrap();
+            assert_close(
+                &format!("modulate d={d}"),
+                &gpu,
+                &out.to_vec(&gpu).unwrap(),
+                &cpu::modulate(&x, d, tokens, &table, chunks * d, 0, d),
+                F32_TOL,
+            );
+            ops::modulate::gated_residual(&gpu, &xt, &yt, &tt, tokens, 5).unwrap();
+            let want = cpu::gated_residual(&x, &y, d, tokens, &table, chunks * d, 5 * d);
+            assert_close(
+                &format!("gated_residual d={d}"),
+                &gpu,
+                &xt.to_vec(&gpu).unwrap(),
+                &want,
+                F32_TOL,
+            );
+            let err = ops::modulate::modulate(
+                &gpu,
+                &xt,
+                Modulation {
+                    table: &tt,
+                    tokens,
+                    shift: 6,
+                    scale: 1,
+                },
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("outside the modulation row"),
+                "{err}"
+            );
+        }
     }
 }
 

@@ -19,7 +19,12 @@ fn every_shader_validates_with_every_dtype_snippet() {
     let kernels: Vec<&'static str> = SHADERS
         .iter()
         .map(|(f, _)| *f)
-        .filter(|f| !f.starts_with("dtype_") && !f.starts_with("wtex_") && !LIBRARY.contains(f))
+        .filter(|f| {
+            !["dtype_", "wtex_", "elem_"]
+                .iter()
+                .any(|p| f.starts_with(p))
+                && !LIBRARY.contains(f)
+        })
         .collect();
     assert!(
         kernels.len() >= 20,
@@ -28,7 +33,8 @@ fn every_shader_validates_with_every_dtype_snippet() {
     );
     for kernel in kernels {
         let text = SHADERS.iter().find(|(f, _)| *f == kernel).unwrap().1;
-        // Kernels that read weights through `WPack` or `WTexel` are built with a dtype snippet.
+        // Kernels that read weights through `WPack` or `WTexel` are built with a dtype snippet,
+        // the row kernels with an element snippet.
         let variants: Vec<Vec<&'static str>> = if text.contains("array<WPack>") {
             SNIPPETS
                 .iter()
@@ -39,14 +45,20 @@ fn every_shader_validates_with_every_dtype_snippet() {
                 .iter()
                 .map(|s| vec![*s, LIBRARY[0], LIBRARY[1], kernel])
                 .collect()
+        } else if text.contains("array<Elem>") {
+            ["elem_f32.wgsl", "elem_vec4.wgsl"]
+                .iter()
+                .map(|s| vec![*s, LIBRARY[0], LIBRARY[1], kernel])
+                .collect()
         } else {
             vec![vec![LIBRARY[0], LIBRARY[1], kernel]]
         };
-        // Sizes the ops define at build time (attention_texture's head dim / 4).
+        // Sizes the ops define at build time: the reduction width (workgroup_sum.wgsl, part
+        // of every composition here) and attention_texture's head dim / 4.
         let defines: &[(&str, u32)] = if text.contains("array<vec4<f32>, D4>") {
-            &[("D4", 16)]
+            &[("WG", 256), ("D4", 16)]
         } else {
-            &[]
+            &[("WG", 256)]
         };
         for parts in variants {
             let mut composed = compose(&parts).unwrap();

@@ -4,7 +4,7 @@
 use crate::context::Gpu;
 use crate::error::{Result, shape_err};
 use crate::ops::norm::Modulation;
-use crate::ops::{expect_f32, grid_flat, words};
+use crate::ops::{elem_width, expect_f32, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::{DType, Tensor};
@@ -17,19 +17,20 @@ pub fn modulate(gpu: &Gpu, x: &Tensor, m: Modulation<'_>) -> Result<Tensor> {
     let stride = m.check(OP, rows, d, &[m.shift, m.scale])?;
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
     let n = x.numel();
+    let (snippet, w) = elem_width(d, stride);
     let params = [
-        n as u32,
-        d as u32,
+        rows as u32,
+        (d / w) as u32,
         m.tokens as u32,
-        stride as u32,
-        (m.shift * d) as u32,
-        (m.scale * d) as u32,
+        (stride / w) as u32,
+        (m.shift * d / w) as u32,
+        (m.scale * d / w) as u32,
     ];
     gpu.dispatch(
-        &Kernel::new(OP, &["common.wgsl", "modulate.wgsl"]),
+        &Kernel::new(OP, &[snippet, "modulate.wgsl"]),
         words(&params),
         &[x.bind("x"), m.table.bind("modulation"), y.bind("y")],
-        grid_flat(gpu, n),
+        column_walk_grid(gpu, d / w, rows),
         Cost::new(2.0 * n as f64, 8.0 * n as f64),
     )?;
     Ok(y)
@@ -63,18 +64,32 @@ pub fn gated_residual(
     };
     let stride = m.check(OP, rows, d, &[gate])?;
     let n = x.numel();
+    let (snippet, w) = elem_width(d, stride);
     let params = [
-        n as u32,
-        d as u32,
+        rows as u32,
+        (d / w) as u32,
         tokens as u32,
-        stride as u32,
-        (gate * d) as u32,
+        (stride / w) as u32,
+        (gate * d / w) as u32,
     ];
     gpu.dispatch(
-        &Kernel::new(OP, &["common.wgsl", "gated_residual.wgsl"]),
+        &Kernel::new(OP, &[snippet, "gated_residual.wgsl"]),
         words(&params),
         &[y.bind("y"), table.bind("modulation"), x.bind("x")],
-        grid_flat(gpu, n),
+        column_walk_grid(gpu, d / w, rows),
         Cost::new(2.0 * n as f64, 12.0 * n as f64),
     )
+}
+
+/// Workgroups for modulate.wgsl and gated_residual.wgsl: 64 columns by 8 rows each, row
+/// groups folded into z past the per-dimension limit.
+fn column_walk_grid(gpu: &Gpu, cols: usize, rows: usize) -> [u32; 3] {
+    let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    let row_groups = rows.div_ceil(8).max(1);
+    let y = row_groups.min(max);
+    [
+        cols.div_ceil(64) as u32,
+        y as u32,
+        row_groups.div_ceil(y) as u32,
+    ]
 }

@@ -3,7 +3,7 @@
 
 use crate::context::Gpu;
 use crate::error::{KernelError, Result, shape_err};
-use crate::ops::{Act, expect_f32, grid_flat, words};
+use crate::ops::{Act, elem_width, expect_f32, grid_flat, reduction_width, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::{DType, Tensor};
@@ -91,17 +91,19 @@ pub fn layer_norm(
         None => (0, 0, 0, rows.max(1)),
     };
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
+    let (snippet, w) = elem_width(d, mod_stride);
     let params = [
         rows as u32,
         d as u32,
+        (d / w) as u32,
         tokens as u32,
         eps.to_bits(),
         weight.is_some() as u32,
         bias.is_some() as u32,
         modulation.is_some() as u32,
-        mod_stride as u32,
-        shift as u32,
-        scale as u32,
+        (mod_stride / w) as u32,
+        (shift / w) as u32,
+        (scale / w) as u32,
     ];
     let binds = [
         x.bind("x"),
@@ -120,7 +122,8 @@ pub fn layer_norm(
     ];
     let n = (rows * d) as f64;
     gpu.dispatch(
-        &Kernel::new(OP, &["workgroup_sum.wgsl", "layer_norm.wgsl"]),
+        &Kernel::new(OP, &[snippet, "workgroup_sum.wgsl", "layer_norm.wgsl"])
+            .define("WG", reduction_width(gpu)),
         words(&params),
         &binds,
         groups,
@@ -237,7 +240,8 @@ pub fn group_norm(
         &Kernel::new(
             OP,
             &["common.wgsl", "workgroup_sum.wgsl", "group_norm.wgsl"],
-        ),
+        )
+        .define("WG", reduction_width(gpu)),
         words(&params),
         &[
             x.bind("x"),
