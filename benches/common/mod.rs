@@ -5,9 +5,7 @@
 use noiseshift_kernels::{Ceilings, Gpu, GpuOptions};
 
 pub fn gpu() -> Gpu {
-    let gpu = Gpu::new(&GpuOptions::default()).expect("a wgpu adapter");
-    eprintln!("adapter: {}", gpu.adapter.label());
-    gpu
+    Gpu::new(&GpuOptions::default()).expect("a wgpu adapter")
 }
 
 /// Best-of-`reps` seconds of everything `run` dispatches (after one warm-up run).
