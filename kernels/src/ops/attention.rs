@@ -3,7 +3,7 @@
 //!
 //! Two variants: `attention` reads everything from buffers (hardware GPUs); on software
 //! adapters `attention_texture` first packs keys and values of both sources into one
-//! texture each (llvmpipe fetches texels vectorised) and carries four queries per invocation.
+//! texture each (llvmpipe fetches texels vectorised) and carries eight queries per invocation.
 
 use crate::context::{Bind, Gpu, Scratch};
 use crate::error::{KernelError, Result, shape_err};
@@ -215,7 +215,7 @@ fn pack_sources(
 }
 
 /// Queries per invocation and invocations per workgroup of attention_texture.wgsl.
-const TEX_TQ: usize = 4;
+const TEX_TQ: usize = 8;
 const TEX_WG: [usize; 2] = [16, 4];
 
 #[allow(clippy::too_many_arguments)]
