@@ -131,7 +131,9 @@ pub fn report_run(gpu: &Gpu, table: bool, trace: Option<&Path>) -> Result<()> {
     if table {
         let how = match timing {
             Timing::Timestamps => "GPU timestamp queries",
-            Timing::WallClock => "wall time per dispatch (no timestamp queries on this adapter)",
+            Timing::WallClock => {
+                "wall time per dispatch (no timestamp queries, or untrusted ones on a software adapter)"
+            }
         };
         println!("{} — times from {how}", gpu.adapter.label());
         println!(
