@@ -95,55 +95,30 @@ pub fn sd3_medium_random() -> std::path::PathBuf {
     }
     std::fs::create_dir_all(&dir).unwrap();
     let (d, depth) = (1536usize, 24usize);
-    let mut tensors: Vec<(String, Vec<usize>)> = vec![
-        ("pos_embed.pos_embed".into(), vec![1, 192 * 192, d]),
-        ("pos_embed.proj.weight".into(), vec![d, 16, 2, 2]),
-        ("pos_embed.proj.bias".into(), vec![d]),
-        (
-            "time_text_embed.timestep_embedder.linear_1.weight".into(),
-            vec![d, 256],
-        ),
-        (
-            "time_text_embed.timestep_embedder.linear_1.bias".into(),
-            vec![d],
-        ),
-        (
-            "time_text_embed.timestep_embedder.linear_2.weight".into(),
-            vec![d, d],
-        ),
-        (
-            "time_text_embed.timestep_embedder.linear_2.bias".into(),
-            vec![d],
-        ),
-        (
-            "time_text_embed.text_embedder.linear_1.weight".into(),
-            vec![d, 2048],
-        ),
-        (
-            "time_text_embed.text_embedder.linear_1.bias".into(),
-            vec![d],
-        ),
-        (
-            "time_text_embed.text_embedder.linear_2.weight".into(),
-            vec![d, d],
-        ),
-        (
-            "time_text_embed.text_embedder.linear_2.bias".into(),
-            vec![d],
-        ),
-        ("context_embedder.weight".into(), vec![d, 4096]),
-        ("context_embedder.bias".into(), vec![d]),
-        ("norm_out.linear.weight".into(), vec![2 * d, d]),
-        ("norm_out.linear.bias".into(), vec![2 * d]),
-        ("proj_out.weight".into(), vec![64, d]),
-        ("proj_out.bias".into(), vec![64]),
-    ];
+    let mut tensors: Vec<(String, Vec<usize>)> =
+        vec![("pos_embed.pos_embed".into(), vec![1, 192 * 192, d])];
+    // A weight of `shape` and its bias [shape[0]].
+    let mut layer = |name: String, shape: Vec<usize>| {
+        let out = shape[0];
+        tensors.push((format!("{name}.weight"), shape));
+        tensors.push((format!("{name}.bias"), vec![out]));
+    };
+    layer("pos_embed.proj".into(), vec![d, 16, 2, 2]);
+    for (name, inp) in [
+        ("time_text_embed.timestep_embedder.linear_1", 256),
+        ("time_text_embed.timestep_embedder.linear_2", d),
+        ("time_text_embed.text_embedder.linear_1", 2048),
+        ("time_text_embed.text_embedder.linear_2", d),
+        ("context_embedder", 4096),
+    ] {
+        layer(name.into(), vec![d, inp]);
+    }
+    layer("norm_out.linear".into(), vec![2 * d, d]);
+    layer("proj_out".into(), vec![64, d]);
     for i in 0..depth {
         let last = i + 1 == depth;
-        let p = format!("transformer_blocks.{i}");
         let mut linear = |name: &str, out: usize, inp: usize| {
-            tensors.push((format!("{p}.{name}.weight"), vec![out, inp]));
-            tensors.push((format!("{p}.{name}.bias"), vec![out]));
+            layer(format!("transformer_blocks.{i}.{name}"), vec![out, inp]);
         };
         for name in [
             "attn.to_q",

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::cli::open_gpu;
+use crate::cli::{check_size, open_gpu};
 use crate::error::{Result, input};
 use crate::models::mmdit::{Mmdit, MmditConfig};
 use crate::noiseshift::dataset::{Dataset, Expect};
@@ -203,17 +203,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     let path = ModelPath::resolve(model_path)?;
     let weights = WeightSet::open(&path.transformer_files)?;
     let (config, _) = MmditConfig::resolve(&weights, path.config.as_ref())?;
-    let multiple = 8 * config.patch;
-    if args.width == 0
-        || args.height == 0
-        || !args.width.is_multiple_of(multiple)
-        || !args.height.is_multiple_of(multiple)
-    {
-        return input(format!(
-            "width and height must be positive multiples of {multiple} pixels, got {}x{}",
-            args.width, args.height
-        ));
-    }
+    check_size(args.width, args.height, 8 * config.patch)?;
     if args.steps == 0 {
         return input("--steps must be at least 1");
     }

@@ -7,7 +7,7 @@ use noiseshift_kernels::Gpu;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::cli::{open_gpu, profile};
+use crate::cli::{check_size, open_gpu, profile};
 use crate::error::{Error, Result, input};
 use crate::models::mmdit::{Mmdit, TextConditioning};
 use crate::noiseshift::table::{self, Request, Resolution, Table};
@@ -89,20 +89,6 @@ pub fn seeded_noise(seed: u64, shape: &[usize]) -> HostTensor {
     let n: usize = shape.iter().product();
     let data = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
     HostTensor::new(shape.to_vec(), data)
-}
-
-/// Width and height in pixels: both multiples of `multiple`.
-fn check_size(width: usize, height: usize, multiple: usize) -> Result<()> {
-    if width == 0
-        || height == 0
-        || !width.is_multiple_of(multiple)
-        || !height.is_multiple_of(multiple)
-    {
-        return input(format!(
-            "width and height must be positive multiples of {multiple} pixels, got {width}x{height}"
-        ));
-    }
-    Ok(())
 }
 
 /// The embeddings file's conditional and (when guidance needs them) unconditional parts,

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use noiseshift_kernels::{Gpu, GpuOptions};
 
-use crate::error::Result;
+use crate::error::{Result, input};
 
 pub mod calibrate;
 pub mod devices;
@@ -49,6 +49,20 @@ pub fn open_gpu(device: Option<&str>, profile: bool) -> Result<Gpu> {
         profile,
         ..Default::default()
     })?)
+}
+
+/// Width and height in pixels: both positive multiples of `multiple` (8 x the patch size).
+pub(crate) fn check_size(width: usize, height: usize, multiple: usize) -> Result<()> {
+    if width == 0
+        || height == 0
+        || !width.is_multiple_of(multiple)
+        || !height.is_multiple_of(multiple)
+    {
+        return input(format!(
+            "width and height must be positive multiples of {multiple} pixels, got {width}x{height}"
+        ));
+    }
+    Ok(())
 }
 
 pub fn run(cli: Cli) -> Result<()> {

@@ -9,9 +9,9 @@ use noiseshift_kernels::{Gpu, ceilings};
 use serde_json::json;
 
 use crate::cli::generate::seeded_noise;
-use crate::cli::open_gpu;
+use crate::cli::{check_size, open_gpu};
 use crate::error::{Error, Result, input};
-use crate::models::mmdit::{Mmdit, TextConditioning};
+use crate::models::mmdit::{Mmdit, MmditConfig, TextConditioning};
 use crate::tensor_file::write_atomic;
 use crate::weights::{ModelPath, WeightSet};
 
@@ -44,13 +44,11 @@ pub struct Args {
 fn profile_model(gpu: &Gpu, path: &Path, width: usize, height: usize) -> Result<()> {
     let mp = ModelPath::resolve(path)?;
     let weights = WeightSet::open(&mp.transformer_files)?;
+    // Checked before the weights go to the device.
+    let (config, _) = MmditConfig::resolve(&weights, mp.config.as_ref())?;
+    check_size(width, height, 8 * config.patch)?;
     let model = Mmdit::load(gpu, &weights, mp.config.as_ref())?;
     let c = &model.config;
-    if !width.is_multiple_of(16) || !height.is_multiple_of(16) {
-        return input(format!(
-            "width and height must be multiples of 16 pixels, got {width}x{height}"
-        ));
-    }
     let latents = seeded_noise(0, &[1, c.in_channels, height / 8, width / 8]);
     let text = TextConditioning {
         embeds: seeded_noise(1, &[1, 333, c.joint_attention_dim]).upload(gpu)?,
