@@ -1,4 +1,4 @@
-// y = act(x) element-wise.
+// y = act(x) element-wise; n counts Elem (elem_*.wgsl).
 
 struct Params {
     n: u32,
@@ -6,13 +6,13 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<Elem>;
+@group(0) @binding(2) var<storage, read_write> y: array<Elem>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(gid, groups);
     if (i < p.n) {
-        y[i] = activate(x[i], p.act);
+        y[i] = activate_elem(x[i], p.act);
     }
 }

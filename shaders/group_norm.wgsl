@@ -1,6 +1,8 @@
 // GroupNorm on NCHW activations with per-channel affine and an optional fused activation (the
-// VAE follows most GroupNorms by SiLU). One workgroup per (sample, group); two-pass f32
-// statistics over the group's channels x pixels.
+// VAE follows most GroupNorms by SiLU). One workgroup per (sample, group): the group's
+// channels are contiguous in NCHW, so its statistics are those of one span (welford.wgsl, one
+// pass); then each channel is written with its weight and bias loaded once. `hw` counts Elem
+// (elem_*.wgsl): vec4 when a channel's pixels are whole vec4s.
 
 struct Params {
     channels: u32,
@@ -11,34 +13,31 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<Elem>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<Elem>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let cpg = p.channels / p.groups;
-    let n = cpg * p.hw;
-    // Channels of one group are contiguous in NCHW, so the group is one contiguous span.
     let base = (wid.y * p.channels + wid.x * cpg) * p.hw;
-    // Work with x - x[0] rather than x: with a large mean, x - x[0] is exact and small, so
-    // neither the partial sums nor the centred values lose the digits a rounded f32 mean would
-    // (tested on 1e5-long rows with mean 1e3).
-    let pivot = x[base];
-    var s = 0.0;
-    for (var i = lid; i < n; i += WG) {
-        s += x[base + i] - pivot;
+    let pivot = lane(x[base], 0u);
+    var acc: Running;
+    for (var i = lid; i < cpg * p.hw; i += WG) {
+        welford_add(&acc, x[base + i] - pivot);
     }
-    let mean = workgroup_sum(lid, s) / f32(n);
-    var q = 0.0;
-    for (var i = lid; i < n; i += WG) {
-        let c = (x[base + i] - pivot) - mean;
-        q += c * c;
-    }
-    let rstd = inverseSqrt(workgroup_sum(lid, q) / f32(n) + p.eps);
-    for (var i = lid; i < n; i += WG) {
-        let c = wid.x * cpg + i / p.hw;
-        y[base + i] = activate(((x[base + i] - pivot) - mean) * rstd * weight[c] + bias[c], p.act);
+    var sets: array<Stats, SETS>;
+    sets[0] = running_stats(acc);
+    let stats = workgroup_stats(lid, sets)[0];
+    let rstd = inverseSqrt(stats.z / stats.x + p.eps);
+    for (var c = 0u; c < cpg; c++) {
+        let ch = wid.x * cpg + c;
+        let scale = rstd * weight[ch];
+        let shift = bias[ch];
+        let at = base + c * p.hw;
+        for (var i = lid; i < p.hw; i += WG) {
+            y[at + i] = activate_elem(((x[at + i] - pivot) - stats.y) * scale + shift, p.act);
+        }
     }
 }

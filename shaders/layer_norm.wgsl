@@ -1,8 +1,11 @@
-// LayerNorm over rows of d floats (`cols` Elem, see elem_*.wgsl), f32 statistics in two passes
-// (mean, then the mean square of the centred values), so long rows with a large mean keep their
-// precision. One workgroup per row. Optional affine (weight, bias) and optional adaLN
-// modulation y * (1 + scale) + shift, where shift and scale are chunks of a per-sample
-// modulation row shared by `tokens` rows. Modulation stride and offsets count Elem too.
+// LayerNorm over rows of d floats (`cols` Elem, see elem_*.wgsl). Optional affine (weight, bias)
+// and optional adaLN modulation y * (1 + scale) + shift, where shift and scale are chunks of a
+// per-sample modulation row shared by `tokens` rows. Modulation stride and offsets count Elem.
+//
+// One workgroup normalises ROWS consecutive rows and reads x twice: once for the statistics
+// (welford.wgsl, one pass), once to write y. One reduction serves all ROWS rows (SETS = ROWS),
+// and the per-column weight, bias, shift and scale are loaded once for them rather than once
+// per row.
 
 struct Params {
     rows: u32,
@@ -28,38 +31,50 @@ struct Params {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * groups.x;
-    if (row >= p.rows) {
+    let first = (wid.x + wid.y * groups.x) * ROWS;
+    if (first >= p.rows) {
         return;
     }
-    let base = row * p.cols;
-    // Work with x - x[0] rather than x: with a large mean, x - x[0] is exact and small, so
-    // neither the partial sums nor the centred values lose the digits a rounded f32 mean would
-    // (tested on 1e5-long rows with mean 1e3).
-    let pivot = lane0(x[base]);
-    var s = 0.0;
-    for (var i = lid; i < p.cols; i += WG) {
-        s += hsum(x[base + i] - pivot);
+    let count = min(ROWS, p.rows - first);
+    var stats: array<Stats, ROWS>;
+    var pivot: array<f32, ROWS>;
+    for (var r = 0u; r < count; r++) {
+        let base = (first + r) * p.cols;
+        pivot[r] = lane(x[base], 0u);
+        var acc: Running;
+        for (var i = lid; i < p.cols; i += WG) {
+            welford_add(&acc, x[base + i] - pivot[r]);
+        }
+        stats[r] = running_stats(acc);
     }
-    let mean = workgroup_sum(lid, s) / f32(p.d);
-    var q = 0.0;
-    for (var i = lid; i < p.cols; i += WG) {
-        let c = (x[base + i] - pivot) - mean;
-        q += hsum(c * c);
+    stats = workgroup_stats(lid, stats);
+    var rstd: array<f32, ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+        rstd[r] = inverseSqrt(stats[r].z / f32(p.d) + p.eps);
     }
-    let rstd = inverseSqrt(workgroup_sum(lid, q) / f32(p.d) + p.eps);
-    let mrow = (row / p.tokens) * p.mod_stride;
+
     for (var i = lid; i < p.cols; i += WG) {
-        var v = ((x[base + i] - pivot) - mean) * rstd;
+        var w = Elem(1.0);
+        var b = Elem(0.0);
         if (p.has_weight != 0u) {
-            v *= weight[i];
+            w = weight[i];
         }
         if (p.has_bias != 0u) {
-            v += bias[i];
+            b = bias[i];
         }
-        if (p.has_mod != 0u) {
-            v = v * (1.0 + modv[mrow + p.scale_off + i]) + modv[mrow + p.shift_off + i];
+        var sample = 0xffffffffu;
+        var scale = Elem(1.0);
+        var shift = Elem(0.0);
+        for (var r = 0u; r < count; r++) {
+            let row = first + r;
+            if (p.has_mod != 0u && row / p.tokens != sample) {
+                sample = row / p.tokens;
+                let m = sample * p.mod_stride + i;
+                scale = 1.0 + modv[m + p.scale_off];
+                shift = modv[m + p.shift_off];
+            }
+            let at = row * p.cols + i;
+            y[at] = (((x[at] - pivot[r]) - stats[r].y) * rstd[r] * w + b) * scale + shift;
         }
-        y[base + i] = v;
     }
 }

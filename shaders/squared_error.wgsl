@@ -1,7 +1,7 @@
 // Sum of squared differences per group of rows: out[g] = sum over rows r of group g and all
 // columns of (a[r, c] - b[r mod rows_b, c])^2. b repeats over a's rows, so one target per
-// sample serves every candidate. One workgroup per group; fixed summation order (see
-// workgroup_sum.wgsl), so the result is deterministic.
+// sample serves every candidate. `cols` counts Elem (elem_*.wgsl). One workgroup per group;
+// fixed summation order (see workgroup_sum.wgsl), so the result is deterministic.
 
 struct Params {
     group_rows: u32,
@@ -11,8 +11,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<Elem>;
+@group(0) @binding(2) var<storage, read> b: array<Elem>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -29,7 +29,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) ng: vec3
         let bb = (row % p.rows_b) * p.cols;
         for (var c = lid; c < p.cols; c += WG) {
             let d = a[ab + c] - b[bb + c];
-            s += d * d;
+            s += hsum(d * d);
         }
     }
     let total = workgroup_sum(lid, s);

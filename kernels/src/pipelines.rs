@@ -39,6 +39,7 @@ shader_table!(
     "im2col_texture.wgsl",
     "attention.wgsl",
     "attention_texture.wgsl",
+    "welford.wgsl",
     "layer_norm.wgsl",
     "rms_norm.wgsl",
     "group_norm.wgsl",

@@ -233,9 +233,14 @@ fn linear_splits_work_past_the_binding_limit() {
                 F32_TOL,
             );
         }
+        // Flat ops split too.
+        let y = ops::activation::activation(&gpu, &xt, Act::Silu).unwrap();
+        let want: Vec<f32> = x
+            .iter()
+            .map(|&v| cpu::activate(f64::from(v), Act::Silu) as f32)
+            .collect();
+        assert_close("split silu", &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
         // An op that cannot split refuses with the limit named, instead of truncating.
-        let err = ops::activation::activation(&gpu, &xt, Act::Silu).map(|_| ());
-        assert!(err.is_ok(), "flat ops split too: {err:?}");
         let err = ops::norm::layer_norm(&gpu, &xt, None, None, None, 1e-6).unwrap_err();
         assert!(matches!(err, KernelError::TooLarge { .. }), "{err}");
         assert!(
@@ -262,21 +267,24 @@ fn linear_rejects_mismatched_operands() {
 fn activations() {
     let mut r = rng("activations");
     for gpu in gpus() {
-        let x = randn(&mut r, 1001, 6.0);
-        let xt = Tensor::from_f32(&gpu, &[7, 143], &x).unwrap();
-        for act in [Act::GeluTanh, Act::GeluErf, Act::QuickGelu, Act::Silu] {
-            let y = ops::activation::activation(&gpu, &xt, act).unwrap();
-            let want: Vec<f32> = x
-                .iter()
-                .map(|&v| cpu::activate(f64::from(v), act) as f32)
-                .collect();
-            assert_close(
-                &format!("{act:?}"),
-                &gpu,
-                &y.to_vec(&gpu).unwrap(),
-                &want,
-                F32_TOL,
-            );
+        // 1001 elements take the scalar kernel, 1144 the vec4 one.
+        for rows in [7, 8] {
+            let x = randn(&mut r, rows * 143, 6.0);
+            let xt = Tensor::from_f32(&gpu, &[rows, 143], &x).unwrap();
+            for act in [Act::GeluTanh, Act::GeluErf, Act::QuickGelu, Act::Silu] {
+                let y = ops::activation::activation(&gpu, &xt, act).unwrap();
+                let want: Vec<f32> = x
+                    .iter()
+                    .map(|&v| cpu::activate(f64::from(v), act) as f32)
+                    .collect();
+                assert_close(
+                    &format!("{act:?} on {} elements", x.len()),
+                    &gpu,
+                    &y.to_vec(&gpu).unwrap(),
+                    &want,
+                    F32_TOL,
+                );
+            }
         }
     }
 }
@@ -512,26 +520,37 @@ fn layer_norm_variants_and_long_rows() {
 fn rms_norm_and_rope_on_head_segments() {
     let mut r = rng("rms_rope");
     for gpu in gpus() {
+        // Heads of 8 in rows of 76 take the vec4 kernel; heads of 10 in rows of 92 the scalar one.
+        for (d, pad) in [(8, 4), (10, 2)] {
+            let (rows, heads) = (13, 3);
+            let stride = 3 * heads * d + pad;
+            let x = randn(&mut r, rows * stride, 2.0);
+            let w = randn(&mut r, d, 1.0);
+            let view = Heads {
+                col_off: heads * d,
+                heads,
+                d,
+            };
+            let xt = Tensor::from_f32(&gpu, &[rows, stride], &x).unwrap();
+            let wt = Tensor::from_f32(&gpu, &[d], &w).unwrap();
+            ops::norm::rms_norm_heads(&gpu, &xt, view, &wt, 1e-6).unwrap();
+            let want = cpu::rms_norm_heads(&x, stride, heads * d, heads, d, &w, 1e-6);
+            assert_close(
+                &format!("rms_norm heads of {d}"),
+                &gpu,
+                &xt.to_vec(&gpu).unwrap(),
+                &want,
+                F32_TOL,
+            );
+        }
         let (rows, heads, d) = (13, 3, 10);
         let stride = 3 * heads * d + 2;
         let x = randn(&mut r, rows * stride, 2.0);
-        let w = randn(&mut r, d, 1.0);
         let view = Heads {
             col_off: heads * d,
             heads,
             d,
         };
-        let xt = Tensor::from_f32(&gpu, &[rows, stride], &x).unwrap();
-        let wt = Tensor::from_f32(&gpu, &[d], &w).unwrap();
-        ops::norm::rms_norm_heads(&gpu, &xt, view, &wt, 1e-6).unwrap();
-        let want = cpu::rms_norm_heads(&x, stride, heads * d, heads, d, &w, 1e-6);
-        assert_close(
-            "rms_norm heads",
-            &gpu,
-            &xt.to_vec(&gpu).unwrap(),
-            &want,
-            F32_TOL,
-        );
 
         // RoPE: 13 rows = 1 sample of 13 tokens, positions on three axes.
         let positions: Vec<Vec<f64>> = (0..rows)
@@ -551,31 +570,34 @@ fn rms_norm_and_rope_on_head_segments() {
 fn group_norm_with_silu() {
     let mut r = rng("group_norm");
     for gpu in gpus() {
-        let (b, c, h, w, groups) = (2, 12, 5, 7, 4);
-        let x: Vec<f32> = randn(&mut r, b * c * h * w, 3.0)
-            .iter()
-            .map(|v| v + 50.0)
-            .collect();
-        let wt = randn(&mut r, c, 1.0);
-        let bt = randn(&mut r, c, 1.0);
-        let y = ops::norm::group_norm(
-            &gpu,
-            &Tensor::from_f32(&gpu, &[b, c, h, w], &x).unwrap(),
-            groups,
-            &Tensor::from_f32(&gpu, &[c], &wt).unwrap(),
-            &Tensor::from_f32(&gpu, &[c], &bt).unwrap(),
-            1e-6,
-            Act::Silu,
-        )
-        .unwrap();
-        let want = cpu::group_norm(&x, c, h * w, groups, &wt, &bt, 1e-6, Act::Silu);
-        assert_close(
-            "group_norm silu",
-            &gpu,
-            &y.to_vec(&gpu).unwrap(),
-            &want,
-            5e-6,
-        );
+        // 5 x 7 pixels take the scalar kernel, 4 x 6 the vec4 one.
+        for (h, w) in [(5, 7), (4, 6)] {
+            let (b, c, groups) = (2, 12, 4);
+            let x: Vec<f32> = randn(&mut r, b * c * h * w, 3.0)
+                .iter()
+                .map(|v| v + 50.0)
+                .collect();
+            let wt = randn(&mut r, c, 1.0);
+            let bt = randn(&mut r, c, 1.0);
+            let y = ops::norm::group_norm(
+                &gpu,
+                &Tensor::from_f32(&gpu, &[b, c, h, w], &x).unwrap(),
+                groups,
+                &Tensor::from_f32(&gpu, &[c], &wt).unwrap(),
+                &Tensor::from_f32(&gpu, &[c], &bt).unwrap(),
+                1e-6,
+                Act::Silu,
+            )
+            .unwrap();
+            let want = cpu::group_norm(&x, c, h * w, groups, &wt, &bt, 1e-6, Act::Silu);
+            assert_close(
+                &format!("group_norm silu {h}x{w}"),
+                &gpu,
+                &y.to_vec(&gpu).unwrap(),
+                &want,
+                5e-6,
+            );
+        }
     }
 }
 
@@ -791,57 +813,78 @@ fn upsample_patchify_concat_crop() {
 fn euler_cfg_squared_error_and_elementwise() {
     let mut r = rng("sampler_ops");
     for gpu in gpus() {
-        let n = 2 * 16 * 5 * 3;
-        let x = randn(&mut r, n, 1.0);
-        let v = randn(&mut r, n, 1.0);
-        let xt = Tensor::from_f32(&gpu, &[2, 16, 5, 3], &x).unwrap();
-        let vt = Tensor::from_f32(&gpu, &[2, 16, 5, 3], &v).unwrap();
-        ops::euler::euler_step(&gpu, &xt, &vt, -0.137).unwrap();
-        let want: Vec<f32> = x
-            .iter()
-            .zip(&v)
-            .map(|(a, b)| (f64::from(*a) - 0.137 * f64::from(*b)) as f32)
-            .collect();
-        assert_close("euler", &gpu, &xt.to_vec(&gpu).unwrap(), &want, F32_TOL);
-
-        let guided = ops::euler::cfg_combine(&gpu, &vt, 4.5).unwrap();
-        assert_eq!(guided.shape(), [1, 16, 5, 3]);
-        let half = n / 2;
-        let want: Vec<f32> = (0..half)
-            .map(|i| (f64::from(v[i]) + 4.5 * (f64::from(v[half + i]) - f64::from(v[i]))) as f32)
-            .collect();
-        assert_close("cfg", &gpu, &guided.to_vec(&gpu).unwrap(), &want, F32_TOL);
-
-        // 6 rows (3 candidates x 2 samples), targets repeat per sample; groups of 1 and of 2 rows.
-        let cols = 301;
-        let a = randn(&mut r, 6 * cols, 1.0);
-        let t = randn(&mut r, 2 * cols, 1.0);
-        let at = Tensor::from_f32(&gpu, &[6, cols], &a).unwrap();
-        let tt = Tensor::from_f32(&gpu, &[2, cols], &t).unwrap();
-        for group in [1, 2, 3] {
-            let got = ops::reduce::squared_error_groups(&gpu, &at, &tt, group)
-                .unwrap()
-                .to_vec(&gpu)
-                .unwrap();
-            let want: Vec<f32> = cpu::squared_error_groups(&a, &t, cols, group)
+        // 480 elements take the vec4 kernels, 90 the scalar ones (and 45 per cfg half).
+        for shape in [[2, 16, 5, 3], [2, 3, 5, 3]] {
+            let n: usize = shape.iter().product();
+            let x = randn(&mut r, n, 1.0);
+            let v = randn(&mut r, n, 1.0);
+            let xt = Tensor::from_f32(&gpu, &shape, &x).unwrap();
+            let vt = Tensor::from_f32(&gpu, &shape, &v).unwrap();
+            ops::euler::euler_step(&gpu, &xt, &vt, -0.137).unwrap();
+            let want: Vec<f32> = x
                 .iter()
-                .map(|&v| v as f32)
+                .zip(&v)
+                .map(|(a, b)| (f64::from(*a) - 0.137 * f64::from(*b)) as f32)
                 .collect();
             assert_close(
-                &format!("squared_error groups of {group}"),
+                &format!("euler {shape:?}"),
                 &gpu,
-                &got,
+                &xt.to_vec(&gpu).unwrap(),
                 &want,
                 F32_TOL,
             );
-            let again = ops::reduce::squared_error_groups(&gpu, &at, &tt, group)
-                .unwrap()
-                .to_vec(&gpu)
-                .unwrap();
-            assert_eq!(got, again, "reduction is deterministic");
-        }
-        assert!(ops::reduce::squared_error_groups(&gpu, &at, &tt, 4).is_err());
 
+            let guided = ops::euler::cfg_combine(&gpu, &vt, 4.5).unwrap();
+            assert_eq!(guided.shape()[1..], shape[1..]);
+            let half = n / 2;
+            let want: Vec<f32> = (0..half)
+                .map(|i| {
+                    (f64::from(v[i]) + 4.5 * (f64::from(v[half + i]) - f64::from(v[i]))) as f32
+                })
+                .collect();
+            assert_close(
+                &format!("cfg {shape:?}"),
+                &gpu,
+                &guided.to_vec(&gpu).unwrap(),
+                &want,
+                F32_TOL,
+            );
+        }
+
+        // 6 rows (3 candidates x 2 samples), targets repeat per sample; groups of 1 and of 2 rows.
+        // 301 columns take the scalar kernel, 300 the vec4 one.
+        for cols in [301, 300] {
+            let a = randn(&mut r, 6 * cols, 1.0);
+            let t = randn(&mut r, 2 * cols, 1.0);
+            let at = Tensor::from_f32(&gpu, &[6, cols], &a).unwrap();
+            let tt = Tensor::from_f32(&gpu, &[2, cols], &t).unwrap();
+            for group in [1, 2, 3] {
+                let got = ops::reduce::squared_error_groups(&gpu, &at, &tt, group)
+                    .unwrap()
+                    .to_vec(&gpu)
+                    .unwrap();
+                let want: Vec<f32> = cpu::squared_error_groups(&a, &t, cols, group)
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect();
+                assert_close(
+                    &format!("squared_error {cols} columns, groups of {group}"),
+                    &gpu,
+                    &got,
+                    &want,
+                    F32_TOL,
+                );
+                let again = ops::reduce::squared_error_groups(&gpu, &at, &tt, group)
+                    .unwrap()
+                    .to_vec(&gpu)
+                    .unwrap();
+                assert_eq!(got, again, "reduction is deterministic");
+            }
+            assert!(ops::reduce::squared_error_groups(&gpu, &at, &tt, 4).is_err());
+        }
+
+        let v = randn(&mut r, 90, 1.0);
+        let vt = Tensor::from_f32(&gpu, &[2, 3, 5, 3], &v).unwrap();
         let bias = randn(&mut r, 3, 1.0);
         let bt = Tensor::from_f32(&gpu, &[3], &bias).unwrap();
         let sum = ops::elementwise::add(&gpu, &vt, &bt).unwrap();

@@ -4,8 +4,10 @@
 use noiseshift_kernels::KernelError;
 use noiseshift_kernels::pipelines::{SHADERS, compose, compose_sources, validate};
 
-/// Files of shared functions that kernels are composed with.
+/// Files of shared functions that kernels are composed with. welford.wgsl, which needs an
+/// element snippet, replaces workgroup_sum.wgsl in the kernels that reduce statistics.
 const LIBRARY: [&str; 2] = ["common.wgsl", "workgroup_sum.wgsl"];
+const WELFORD: &str = "welford.wgsl";
 
 const SNIPPETS: [&str; 4] = [
     "dtype_f32.wgsl",
@@ -24,6 +26,7 @@ fn every_shader_validates_with_every_dtype_snippet() {
                 .iter()
                 .any(|p| f.starts_with(p))
                 && !LIBRARY.contains(f)
+                && *f != WELFORD
         })
         .collect();
     assert!(
@@ -45,6 +48,11 @@ fn every_shader_validates_with_every_dtype_snippet() {
                 .iter()
                 .map(|s| vec![*s, LIBRARY[0], LIBRARY[1], kernel])
                 .collect()
+        } else if text.contains("workgroup_stats(") {
+            ["elem_f32.wgsl", "elem_vec4.wgsl"]
+                .iter()
+                .map(|s| vec![*s, LIBRARY[0], WELFORD, kernel])
+                .collect()
         } else if text.contains("array<Elem>") {
             ["elem_f32.wgsl", "elem_vec4.wgsl"]
                 .iter()
@@ -53,10 +61,13 @@ fn every_shader_validates_with_every_dtype_snippet() {
         } else {
             vec![vec![LIBRARY[0], LIBRARY[1], kernel]]
         };
-        // Sizes the ops define at build time: the reduction width (workgroup_sum.wgsl, part
-        // of every composition here) and attention_texture's head dim / 4.
+        // Sizes the ops define at build time: the reduction width (workgroup_sum.wgsl or
+        // welford.wgsl, part of every composition here), the sets welford.wgsl reduces at once,
+        // layer_norm's rows per workgroup and attention_texture's head dim / 4.
         let defines: &[(&str, u32)] = if text.contains("array<vec4<f32>, D4>") {
             &[("WG", 256), ("D4", 16)]
+        } else if text.contains("workgroup_stats(") {
+            &[("WG", 256), ("SETS", 2), ("ROWS", 2)]
         } else {
             &[("WG", 256)]
         };

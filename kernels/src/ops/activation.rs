@@ -2,7 +2,7 @@
 
 use crate::context::Gpu;
 use crate::error::Result;
-use crate::ops::{expect_f32, flat_chunks, grid_flat, words};
+use crate::ops::{elem_width, expect_f32, flat_chunks, grid_flat, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::Tensor;
@@ -21,15 +21,21 @@ pub enum Act {
 pub fn activation(gpu: &Gpu, x: &Tensor, act: Act) -> Result<Tensor> {
     expect_f32("activation", "input", x)?;
     let y = Tensor::empty(gpu, x.shape(), x.dtype())?;
-    let kernel = Kernel::new("activation", &["common.wgsl", "activation.wgsl"]);
-    for r in flat_chunks(gpu, "activation", x.numel())? {
-        let (n, off, bytes) = (r.len(), r.start as u64 * 4, r.len() as u64 * 4);
+    let (snippet, w) = elem_width(x.numel(), 0);
+    let kernel = Kernel::new("activation", &["common.wgsl", snippet, "activation.wgsl"]);
+    let elem_bytes = 4 * w as u64;
+    for r in flat_chunks(gpu, "activation", x.numel() / w, elem_bytes)? {
+        let (n, off, bytes) = (
+            r.len(),
+            r.start as u64 * elem_bytes,
+            r.len() as u64 * elem_bytes,
+        );
         gpu.dispatch(
             &kernel,
             words(&[n as u32, act as u32]),
             &[x.bind_range("x", off, bytes), y.bind_range("y", off, bytes)],
             grid_flat(gpu, n),
-            Cost::new(8.0 * n as f64, 8.0 * n as f64),
+            Cost::new(8.0 * bytes as f64 / 4.0, 2.0 * bytes as f64),
         )?;
     }
     Ok(y)

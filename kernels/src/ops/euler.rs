@@ -2,7 +2,7 @@
 
 use crate::context::Gpu;
 use crate::error::{Result, shape_err};
-use crate::ops::{expect_f32, grid_flat, words};
+use crate::ops::{elem_width, expect_f32, grid_flat, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::{DType, Tensor};
@@ -19,11 +19,12 @@ pub fn euler_step(gpu: &Gpu, x: &Tensor, v: &Tensor, dt: f32) -> Result<()> {
         );
     }
     let n = x.numel();
+    let (snippet, w) = elem_width(n, 0);
     gpu.dispatch(
-        &Kernel::new(OP, &["common.wgsl", "euler.wgsl"]),
-        words(&[n as u32, dt.to_bits()]),
+        &Kernel::new(OP, &["common.wgsl", snippet, "euler.wgsl"]),
+        words(&[(n / w) as u32, dt.to_bits()]),
         &[v.bind("v"), x.bind("x")],
-        grid_flat(gpu, n),
+        grid_flat(gpu, n / w),
         Cost::new(2.0 * n as f64, 12.0 * n as f64),
     )
 }
@@ -45,11 +46,12 @@ pub fn cfg_combine(gpu: &Gpu, v: &Tensor, guidance: f32) -> Result<Tensor> {
     shape[0] = rows / 2;
     let out = Tensor::empty(gpu, &shape, DType::F32)?;
     let n = out.numel();
+    let (snippet, w) = elem_width(n, 0);
     gpu.dispatch(
-        &Kernel::new(OP, &["common.wgsl", "cfg.wgsl"]),
-        words(&[n as u32, guidance.to_bits()]),
+        &Kernel::new(OP, &["common.wgsl", snippet, "cfg.wgsl"]),
+        words(&[(n / w) as u32, guidance.to_bits()]),
         &[v.bind("v"), out.bind("out")],
-        grid_flat(gpu, n),
+        grid_flat(gpu, n / w),
         Cost::new(3.0 * n as f64, 12.0 * n as f64),
     )?;
     Ok(out)

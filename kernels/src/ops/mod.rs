@@ -35,16 +35,17 @@ pub(crate) fn grid_flat(gpu: &Gpu, n: usize) -> [u32; 3] {
     [x as u32, groups.div_ceil(x) as u32, 1]
 }
 
-/// Workgroup size of the kernels that reduce with workgroup_sum.wgsl. On software adapters one
-/// SIMD row of llvmpipe (8 lanes): every barrier there switches between the workgroup's 8-lane
-/// slices, and with 256 invocations the barriers cost more than the arithmetic (LayerNorm over
-/// 4429 x 1536 on lavapipe: 320 ms at 256, 138 ms at 8).
+/// Workgroup size of the kernels that reduce over a workgroup (workgroup_sum.wgsl,
+/// welford.wgsl). On software adapters one SIMD row of llvmpipe (8 lanes): every barrier there
+/// switches between the workgroup's 8-lane slices, and with 256 invocations the barriers cost
+/// more than the arithmetic (LayerNorm over 4429 x 1536 on lavapipe: 320 ms at 256, 138 ms at
+/// 8; 32 lanes measured 33 % of the copy ceiling where 8 gave 42 %).
 pub(crate) fn reduction_width(gpu: &Gpu) -> u32 {
     if gpu.caps.software { 8 } else { 256 }
 }
 
-/// The element snippet of the row kernels and its width in floats: vec4 when a row and the
-/// modulation row it reads are whole vec4s, else scalar.
+/// The element snippet of the row and flat kernels and its width in floats: vec4 when a row
+/// (or a flat tensor) and the modulation row it reads are whole vec4s, else scalar.
 pub(crate) fn elem_width(d: usize, mod_stride: usize) -> (&'static str, usize) {
     if d.is_multiple_of(4) && mod_stride.is_multiple_of(4) {
         ("elem_vec4.wgsl", 4)
@@ -127,12 +128,18 @@ fn lcm(a: usize, b: usize) -> usize {
     a / gcd(a as u64, b as u64) as usize * b
 }
 
-/// Element ranges of a flat f32 op whose every binding fits the device limit.
-pub(crate) fn flat_chunks(gpu: &Gpu, what: &str, n: usize) -> Result<Vec<Range<usize>>> {
+/// Element ranges of a flat op (elements of `elem_bytes`) whose every binding fits the
+/// device limit.
+pub(crate) fn flat_chunks(
+    gpu: &Gpu,
+    what: &str,
+    n: usize,
+    elem_bytes: u64,
+) -> Result<Vec<Range<usize>>> {
     chunks(
         what,
         n,
-        &[4],
+        &[elem_bytes],
         gpu.max_binding(),
         u64::from(gpu.limits.min_storage_buffer_offset_alignment),
     )

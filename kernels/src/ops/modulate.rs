@@ -27,7 +27,7 @@ pub fn modulate(gpu: &Gpu, x: &Tensor, m: Modulation<'_>) -> Result<Tensor> {
         (m.scale * d / w) as u32,
     ];
     gpu.dispatch(
-        &Kernel::new(OP, &[snippet, "modulate.wgsl"]),
+        &Kernel::new(OP, &["common.wgsl", snippet, "modulate.wgsl"]),
         words(&params),
         &[x.bind("x"), m.table.bind("modulation"), y.bind("y")],
         column_walk_grid(gpu, d / w, rows),
@@ -73,7 +73,7 @@ pub fn gated_residual(
         (gate * d / w) as u32,
     ];
     gpu.dispatch(
-        &Kernel::new(OP, &[snippet, "gated_residual.wgsl"]),
+        &Kernel::new(OP, &["common.wgsl", snippet, "gated_residual.wgsl"]),
         words(&params),
         &[y.bind("y"), table.bind("modulation"), x.bind("x")],
         column_walk_grid(gpu, d / w, rows),

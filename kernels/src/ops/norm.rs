@@ -114,20 +114,29 @@ pub fn layer_norm(
             .map_or_else(|| gpu.unused(), |m| m.table.bind("modulation")),
         y.bind("y"),
     ];
+    // Rows per workgroup: on software adapters a group of 8 shares one barrier sequence and
+    // each column's modulation loads (barriers and buffer loads dominate there).
+    let per_group = if gpu.caps.software { 8 } else { 1 };
+    let row_groups = rows.div_ceil(per_group);
     let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;
     let groups = [
-        rows.min(max_x).max(1) as u32,
-        rows.div_ceil(max_x).max(1) as u32,
+        row_groups.min(max_x).max(1) as u32,
+        row_groups.div_ceil(max_x).max(1) as u32,
         1,
     ];
     let n = (rows * d) as f64;
     gpu.dispatch(
-        &Kernel::new(OP, &[snippet, "workgroup_sum.wgsl", "layer_norm.wgsl"])
-            .define("WG", reduction_width(gpu)),
+        &Kernel::new(
+            OP,
+            &["common.wgsl", snippet, "welford.wgsl", "layer_norm.wgsl"],
+        )
+        .define("WG", reduction_width(gpu))
+        .define("ROWS", per_group as u32)
+        .define("SETS", per_group as u32),
         words(&params),
         &binds,
         groups,
-        Cost::new(8.0 * n, 12.0 * n),
+        Cost::new(8.0 * n, 8.0 * n),
     )?;
     Ok(y)
 }
@@ -179,17 +188,23 @@ pub fn rms_norm_heads(
     }
     let rows = x.rows();
     let n = rows * heads.heads;
+    // vec4 elements when the segments, the rows and the offset are whole vec4s.
+    let (snippet, w) = if heads.col_off.is_multiple_of(4) {
+        elem_width(heads.d, x.cols())
+    } else {
+        elem_width(1, 0)
+    };
     let params = [
         rows as u32,
         heads.heads as u32,
-        heads.d as u32,
-        x.cols() as u32,
-        heads.col_off as u32,
+        (heads.d / w) as u32,
+        (x.cols() / w) as u32,
+        (heads.col_off / w) as u32,
         eps.to_bits(),
     ];
     let work = (n * heads.d) as f64;
     gpu.dispatch(
-        &Kernel::new(OP, &["common.wgsl", "rms_norm.wgsl"]),
+        &Kernel::new(OP, &["common.wgsl", snippet, "rms_norm.wgsl"]),
         words(&params),
         &[weight.bind("weight"), x.bind("x")],
         grid_flat(gpu, n),
@@ -228,10 +243,11 @@ pub fn group_norm(
         }
     }
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
+    let (snippet, vw) = elem_width(h * w, 0);
     let params = [
         *c as u32,
         groups as u32,
-        (h * w) as u32,
+        (h * w / vw) as u32,
         eps.to_bits(),
         act as u32,
     ];
@@ -239,9 +255,10 @@ pub fn group_norm(
     gpu.dispatch(
         &Kernel::new(
             OP,
-            &["common.wgsl", "workgroup_sum.wgsl", "group_norm.wgsl"],
+            &["common.wgsl", snippet, "welford.wgsl", "group_norm.wgsl"],
         )
-        .define("WG", reduction_width(gpu)),
+        .define("WG", reduction_width(gpu))
+        .define("SETS", 1),
         words(&params),
         &[
             x.bind("x"),
@@ -250,7 +267,7 @@ pub fn group_norm(
             y.bind("y"),
         ],
         [groups as u32, *b as u32, 1],
-        Cost::new(10.0 * n, 12.0 * n),
+        Cost::new(10.0 * n, 8.0 * n),
     )?;
     Ok(y)
 }

@@ -2,7 +2,7 @@
 
 use crate::context::Gpu;
 use crate::error::{Result, shape_err};
-use crate::ops::{expect_f32, reduction_width, words};
+use crate::ops::{elem_width, expect_f32, reduction_width, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::{DType, Tensor};
@@ -42,10 +42,24 @@ pub fn squared_error_groups(
     let out = Tensor::empty(gpu, &[groups], DType::F32)?;
     let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;
     let n = a.numel() as f64;
+    let (snippet, w) = elem_width(cols, 0);
     gpu.dispatch(
-        &Kernel::new(OP, &["workgroup_sum.wgsl", "squared_error.wgsl"])
-            .define("WG", reduction_width(gpu)),
-        words(&[group_rows as u32, cols as u32, rows_b as u32, groups as u32]),
+        &Kernel::new(
+            OP,
+            &[
+                "common.wgsl",
+                snippet,
+                "workgroup_sum.wgsl",
+                "squared_error.wgsl",
+            ],
+        )
+        .define("WG", reduction_width(gpu)),
+        words(&[
+            group_rows as u32,
+            (cols / w) as u32,
+            rows_b as u32,
+            groups as u32,
+        ]),
         &[a.bind("a"), b.bind("b"), out.bind("out")],
         [groups.min(max_x) as u32, groups.div_ceil(max_x) as u32, 1],
         Cost::new(3.0 * n, 8.0 * n),

@@ -18,13 +18,13 @@ pub fn upsample_nearest2x(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
         );
     };
     let y = Tensor::empty(gpu, &[b, c, 2 * h, 2 * w], DType::F32)?;
-    let n = y.numel();
+    let n = x.numel();
     gpu.dispatch(
         &Kernel::new(OP, &["common.wgsl", "upsample.wgsl"]),
-        words(&[n as u32, h as u32, w as u32]),
+        words(&[n as u32, w as u32]),
         &[x.bind("x"), y.bind("y")],
         grid_flat(gpu, n),
-        Cost::new(0.0, 5.0 * n as f64),
+        Cost::new(0.0, 20.0 * n as f64),
     )?;
     Ok(y)
 }
