@@ -60,6 +60,17 @@ impl Progress {
         }
     }
 
+    /// Move forward to `done` without a message: work that was budgeted but not needed (the
+    /// total was an upper bound).
+    pub fn skip_to(&mut self, done: u64) {
+        if done > self.done {
+            self.done = done;
+            if let Some(bar) = &self.bar {
+                bar.set_position(done);
+            }
+        }
+    }
+
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();

@@ -308,10 +308,9 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     );
     let start = Instant::now();
     let already = table.elapsed_seconds;
-    let mut progress = Progress::new(
-        "calibrating",
-        ((args.steps - first) * engine.rows_per_step()) as u64,
-    );
+    // rows_per_step is an upper bound: candidates outside [0, upper] are never run.
+    let per_step = engine.rows_per_step() as u64;
+    let mut progress = Progress::new("calibrating", (args.steps - first) as u64 * per_step);
     let mut evaluations = 0;
     for i in first..args.steps {
         let upper = if i == 0 {
@@ -323,6 +322,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
             progress.advance(rows as u64, &format!("step {}/{}", i + 1, args.steps))
         })?;
         evaluations += result.evaluations;
+        progress.skip_to((i + 1 - first) as u64 * per_step);
         table.steps.push(step_record(&result));
         table.elapsed_seconds = already + start.elapsed().as_secs_f64();
         table.write(&out)?;
