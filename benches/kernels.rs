@@ -1,6 +1,7 @@
 //! Kernel bench: ceilings measured in the same run (FMA kernel, copy kernel), then linear at
-//! MMDiT shapes (f32 and f16 weights), fused attention, LayerNorm+modulation, a VAE conv, and
-//! the same products through a CPU BLAS (matrixmultiply, all cores) for comparison.
+//! MMDiT shapes (f32 and f16 weights; at 1024^3 also both kernels for weights in buffers),
+//! fused attention, LayerNorm+modulation, a VAE conv, and the same products through a CPU
+//! BLAS (matrixmultiply, all cores) for comparison.
 //! `cargo bench --bench kernels`; NOISESHIFT_BENCH_QUICK=1 drops the 4429-token cases.
 
 mod common;
@@ -8,6 +9,7 @@ mod common;
 use common::{gpu, header, row, time};
 use noiseshift_kernels::ops::attention::{KvSource, QuerySource};
 use noiseshift_kernels::ops::conv::ConvGeometry;
+use noiseshift_kernels::ops::matmul::BufferLinear;
 use noiseshift_kernels::ops::norm::Modulation;
 use noiseshift_kernels::ops::{self, Act};
 use noiseshift_kernels::{DType, Gpu, Matrix, MatrixLayout, Tensor, ceilings};
@@ -18,7 +20,7 @@ fn values(n: usize) -> Vec<f32> {
         .collect()
 }
 
-fn matrix(gpu: &Gpu, n: usize, k: usize, dtype: DType) -> Matrix {
+fn matrix(gpu: &Gpu, n: usize, k: usize, dtype: DType, layout: MatrixLayout) -> Matrix {
     let v = values(n * k);
     let bytes: Vec<u8> = match dtype {
         DType::F32 => bytemuck::cast_slice(&v).to_vec(),
@@ -27,7 +29,7 @@ fn matrix(gpu: &Gpu, n: usize, k: usize, dtype: DType) -> Matrix {
             .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
             .collect(),
     };
-    Matrix::upload(gpu, n, k, dtype, &[&bytes], MatrixLayout::Auto).unwrap()
+    Matrix::upload(gpu, n, k, dtype, &[&bytes], layout).unwrap()
 }
 
 /// Time the same product through the CPU BLAS and print its row (no GB/s or ceiling: those
@@ -73,7 +75,7 @@ fn cpu_sgemm_seconds(m: usize, n: usize, k: usize) -> f64 {
 
 fn main() {
     let quick = std::env::var_os("NOISESHIFT_BENCH_QUICK").is_some();
-    let gpu = gpu();
+    let mut gpu = gpu();
     let c = ceilings::measure(&gpu).unwrap();
     println!("adapter: {}", gpu.adapter.label());
     println!(
@@ -87,7 +89,7 @@ fn main() {
 
     let k = 1024;
     for dtype in [DType::F32, DType::F16] {
-        let w = matrix(&gpu, k, k, dtype);
+        let w = matrix(&gpu, k, k, dtype, MatrixLayout::Auto);
         let x = Tensor::from_f32(&gpu, &[k, k], &values(k * k)).unwrap();
         let secs = time(&gpu, reps, &mut || {
             ops::matmul::linear(&gpu, &x, &w, None, Act::None).unwrap();
@@ -102,12 +104,30 @@ fn main() {
         );
     }
     cpu_sgemm_row("1024^3 (matrixmultiply)", k, k, k);
+    // Both kernels for weights in buffers (the default on hardware GPUs is the tiled one).
+    let default = gpu.caps.buffer_linear;
+    for variant in [BufferLinear::Blocked, BufferLinear::Tiled] {
+        gpu.caps.buffer_linear = variant;
+        let w = matrix(&gpu, k, k, DType::F16, MatrixLayout::Buffer);
+        let x = Tensor::from_f32(&gpu, &[k, k], &values(k * k)).unwrap();
+        let secs = time(&gpu, reps, &mut || {
+            ops::matmul::linear(&gpu, &x, &w, None, Act::None).unwrap();
+        });
+        row(
+            &format!("linear 1024^3 f16, buffer {variant:?}"),
+            secs,
+            2.0 * (k * k * k) as f64,
+            (k * k * 8 + k * k * 2) as f64,
+            c,
+        );
+    }
+    gpu.caps.buffer_linear = default;
 
     for &t in tokens {
         let x = Tensor::from_f32(&gpu, &[t, d], &values(t * d)).unwrap();
         for (n, label) in [(d, "1536->1536"), (4 * d, "1536->6144")] {
             for dtype in [DType::F32, DType::F16] {
-                let w = matrix(&gpu, n, d, dtype);
+                let w = matrix(&gpu, n, d, dtype, MatrixLayout::Auto);
                 let secs = time(&gpu, reps, &mut || {
                     ops::matmul::linear(&gpu, &x, &w, None, Act::None).unwrap();
                 });
@@ -191,7 +211,7 @@ fn main() {
     // A VAE decoder conv: 3x3, 256 -> 256 channels at 64x64, f16 weights.
     let (ch, s) = (256, 64);
     let img = Tensor::from_f32(&gpu, &[1, ch, s, s], &values(ch * s * s)).unwrap();
-    let w = matrix(&gpu, ch, ch * 9, DType::F16);
+    let w = matrix(&gpu, ch, ch * 9, DType::F16, MatrixLayout::Auto);
     let secs = time(&gpu, 1, &mut || {
         ops::conv::conv2d(&gpu, &img, &w, None, ConvGeometry::square(3, 1, 1)).unwrap();
     });

@@ -9,6 +9,7 @@ use serde::Serialize;
 use wgpu::util::DeviceExt;
 
 use crate::error::{KernelError, Result};
+use crate::ops::matmul::BufferLinear;
 use crate::pipelines::{Kernel, Pipelines};
 use crate::pool::Pool;
 use crate::profile::{Cost, Profiler};
@@ -86,6 +87,9 @@ pub struct Caps {
     /// Software rasteriser (lavapipe/llvmpipe): texel fetches are vectorised there while buffer
     /// loads are not, so the matmul reads its operands through textures.
     pub software: bool,
+    /// The kernel of matmuls whose weights live in a buffer. Public so tests and benches can
+    /// run both variants on one adapter.
+    pub buffer_linear: BufferLinear,
 }
 
 fn instance() -> wgpu::Instance {
@@ -285,6 +289,13 @@ impl Gpu {
             // 50 ms dispatch); software adapters are timed by wall clock instead.
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY) && !software,
             software,
+            // Shared memory is what hardware GPUs feed their ALUs from; llvmpipe scalarises
+            // workgroup-memory loads, so it keeps the register-blocked kernel.
+            buffer_linear: if software {
+                BufferLinear::Blocked
+            } else {
+                BufferLinear::Tiled
+            },
         };
         let profiler = Profiler::new(&device, &queue, caps.timestamps, options.profile);
         Ok(Gpu {

@@ -31,6 +31,7 @@ shader_table!(
     "elem_f32.wgsl",
     "elem_vec4.wgsl",
     "linear.wgsl",
+    "linear_tiled.wgsl",
     "linear_scalar.wgsl",
     "linear_texture.wgsl",
     "wtex_float.wgsl",

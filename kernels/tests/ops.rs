@@ -6,6 +6,7 @@
 use noiseshift_kernels::ops::attention::{AttentionVariant, KvSource, QuerySource};
 use noiseshift_kernels::ops::conv::ConvGeometry;
 use noiseshift_kernels::ops::layout::PatchOrder;
+use noiseshift_kernels::ops::matmul::BufferLinear;
 use noiseshift_kernels::ops::norm::{Heads, Modulation};
 use noiseshift_kernels::ops::{self, Act};
 use noiseshift_kernels::reference as cpu;
@@ -148,14 +149,27 @@ fn layouts(k: usize) -> Vec<MatrixLayout> {
     }
 }
 
+/// Each way a matmul can run for inner size k: every buffer kernel, then textures.
+fn matmul_variants(k: usize) -> Vec<(MatrixLayout, BufferLinear)> {
+    let mut v = vec![
+        (MatrixLayout::Buffer, BufferLinear::Blocked),
+        (MatrixLayout::Buffer, BufferLinear::Tiled),
+    ];
+    if k.is_multiple_of(4) {
+        v.push((MatrixLayout::Texture, BufferLinear::Blocked));
+    }
+    v
+}
+
 const F32_TOL: f64 = 2e-6;
 
 #[test]
 fn linear_all_dtypes_and_awkward_shapes() {
     let mut r = rng("linear");
-    for gpu in gpus() {
+    for mut gpu in gpus() {
         // (m, n, k): tails in m and n, k = 4 (one vec4), k not a multiple of 4 (scalar kernel),
-        // k = 64 (rows of 256 bytes: the texture path copies instead of packing).
+        // k = 64 (rows of 256 bytes: the texture path copies instead of packing), and 3 x 3
+        // blocks of the tiled kernel with a partial last step of k.
         for &(m, n, k) in &[
             (1, 1, 4),
             (37, 29, 68),
@@ -163,11 +177,13 @@ fn linear_all_dtypes_and_awkward_shapes() {
             (5, 3, 7),
             (130, 9, 33),
             (33, 20, 64),
+            (150, 131, 72),
         ] {
-            for (dtype, layout) in [DType::F32, DType::F16, DType::BF16]
+            for (dtype, (layout, kernel)) in [DType::F32, DType::F16, DType::BF16]
                 .into_iter()
-                .flat_map(|d| layouts(k).into_iter().map(move |l| (d, l)))
+                .flat_map(|d| matmul_variants(k).into_iter().map(move |v| (d, v)))
             {
+                gpu.caps.buffer_linear = kernel;
                 for (act, with_bias) in
                     [(Act::None, true), (Act::GeluTanh, false), (Act::Silu, true)]
                 {
@@ -189,7 +205,7 @@ fn linear_all_dtypes_and_awkward_shapes() {
                         k,
                         Act::None,
                     );
-                    let what = format!("linear {m}x{n}x{k} {dtype} {layout:?} {act:?}");
+                    let what = format!("linear {m}x{n}x{k} {dtype} {layout:?} {kernel:?} {act:?}");
                     assert_close_scaled(
                         &what,
                         &gpu,
@@ -209,7 +225,7 @@ fn linear_splits_work_past_the_binding_limit() {
     let mut r = rng("linear_split");
     for a in list_adapters() {
         // 4 KiB bindings: x (300 x 64 f32 = 75 KiB), y (47 KiB) and W (40 x 64 f16 = 5 KiB) must be split.
-        let gpu = Gpu::new(&GpuOptions {
+        let mut gpu = Gpu::new(&GpuOptions {
             device: Some(a.index.to_string()),
             max_binding_bytes: Some(4096),
             ..Default::default()
@@ -221,12 +237,13 @@ fn linear_splits_work_past_the_binding_limit() {
         let b = randn(&mut r, n, 0.5);
         let xt = Tensor::from_f32(&gpu, &[m, k], &x).unwrap();
         let bt = Tensor::from_f32(&gpu, &[n], &b).unwrap();
-        for layout in layouts(k) {
+        for (layout, kernel) in matmul_variants(k) {
+            gpu.caps.buffer_linear = kernel;
             let (w, wr) = matrix(&gpu, n, k, &randn(&mut r, n * k, 0.5), DType::F16, layout);
             let y = ops::matmul::linear(&gpu, &xt, &w, Some(&bt), Act::None).unwrap();
             let want = cpu::linear(&x, &wr, Some(&b), m, n, k, Act::None);
             assert_close(
-                &format!("split linear {layout:?}"),
+                &format!("split linear {layout:?} {kernel:?}"),
                 &gpu,
                 &y.to_vec(&gpu).unwrap(),
                 &want,

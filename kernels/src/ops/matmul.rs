@@ -5,8 +5,12 @@
 //! Variants, chosen by the matrix's layout and K:
 //! - `linear_texture` (texture matrices, software adapters): x is packed into a texture and
 //!   both operands are read with `textureLoad`, which llvmpipe vectorises;
-//! - `linear` (buffer, register-blocked) elsewhere;
+//! - buffer matrices elsewhere, by [`BufferLinear`] (`Caps::buffer_linear`): `linear_tiled`
+//!   (operands staged in workgroup memory) on hardware GPUs, `linear` (register-blocked,
+//!   operands straight from the buffers) on software adapters;
 //! - `linear_scalar` when K is not a multiple of 4.
+
+use serde::Serialize;
 
 use crate::context::{Bind, Gpu, Scratch};
 use crate::error::{KernelError, Result};
@@ -65,14 +69,42 @@ fn check(x: &Tensor, w: &Matrix, bias: Option<&Tensor>) -> Result<()> {
     Ok(())
 }
 
-fn weight_name(dtype: DType, texture: bool) -> &'static str {
-    match (dtype, texture) {
-        (DType::F32, false) => "linear_f32",
-        (DType::F16, false) => "linear_f16",
-        (DType::BF16, false) => "linear_bf16",
-        (DType::F32, true) => "linear_texture_f32",
-        (DType::F16, true) => "linear_texture_f16",
-        (DType::BF16, true) => "linear_texture_bf16",
+/// Kernels for weights in a storage buffer (K a multiple of 4; other K take the scalar kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum BufferLinear {
+    /// linear.wgsl: 8 x 8 outputs per invocation, operands straight from the buffers.
+    Blocked,
+    /// linear_tiled.wgsl: 64 x 64 per workgroup from operands staged in workgroup memory.
+    Tiled,
+}
+
+impl BufferLinear {
+    /// Profiler name and shader file for weights of `dtype`.
+    fn kernel(self, dtype: DType) -> (&'static str, &'static str) {
+        match (self, dtype) {
+            (BufferLinear::Blocked, DType::F32) => ("linear_f32", "linear.wgsl"),
+            (BufferLinear::Blocked, DType::F16) => ("linear_f16", "linear.wgsl"),
+            (BufferLinear::Blocked, DType::BF16) => ("linear_bf16", "linear.wgsl"),
+            (BufferLinear::Tiled, DType::F32) => ("linear_tiled_f32", "linear_tiled.wgsl"),
+            (BufferLinear::Tiled, DType::F16) => ("linear_tiled_f16", "linear_tiled.wgsl"),
+            (BufferLinear::Tiled, DType::BF16) => ("linear_tiled_bf16", "linear_tiled.wgsl"),
+        }
+    }
+
+    /// Outputs per workgroup along (n, m).
+    fn tile(self) -> (usize, usize) {
+        match self {
+            BufferLinear::Blocked => (TILE_N, TILE_M),
+            BufferLinear::Tiled => (64, 64),
+        }
+    }
+}
+
+fn texture_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "linear_texture_f32",
+        DType::F16 => "linear_texture_f16",
+        DType::BF16 => "linear_texture_bf16",
     }
 }
 
@@ -84,7 +116,7 @@ pub(crate) fn texture_kernel(dtype: DType) -> Kernel {
         "wtex_float.wgsl"
     };
     Kernel::new(
-        weight_name(dtype, true),
+        texture_name(dtype),
         &[snippet, "common.wgsl", "linear_texture.wgsl"],
     )
     .trusted()
@@ -263,12 +295,10 @@ fn linear_buffer(
     let row_chunks = chunks("linear input/output rows", m, row_items, limit, align)?;
     let col_chunks = chunks("linear weight rows", n, &[k as u64 * wsize], limit, align)?;
     let vec4 = k % 4 == 0;
+    let variant = gpu.caps.buffer_linear;
     let kernel = if vec4 {
-        Kernel::new(
-            weight_name(w.dtype(), false),
-            &[weight_snippet(gpu, w.dtype()), "common.wgsl", "linear.wgsl"],
-        )
-        .trusted()
+        let (name, file) = variant.kernel(w.dtype());
+        Kernel::new(name, &[weight_snippet(gpu, w.dtype()), "common.wgsl", file]).trusted()
     } else {
         Kernel::new(
             "linear_scalar",
@@ -301,7 +331,8 @@ fn linear_buffer(
                 act as u32,
             ];
             let groups = if vec4 {
-                [nc.div_ceil(TILE_N) as u32, mc.div_ceil(TILE_M) as u32, 1]
+                let (tn, tm) = variant.tile();
+                [nc.div_ceil(tn) as u32, mc.div_ceil(tm) as u32, 1]
             } else {
                 [nc.div_ceil(16) as u32, mc.div_ceil(16) as u32, 1]
             };
