@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Writes linear_texture.wgsl, the fully unrolled matmul for software adapters (16 x 16
-outputs per invocation, x and W read through textures).
+"""Writes linear_texture.wgsl and linear_texture_k8.wgsl, the fully unrolled matmuls for
+software adapters (16 x 16 outputs per invocation, x and W read through textures): W texels
+of four k (f32, or halves in rgba16 formats) or of eight k (f16/bf16 packed in rgba32uint,
+which halves the weight fetches).
 
 Mesa's llvmpipe keeps private arrays in memory, so the register block is spelled out as named
 variables; writing them by hand is error-prone, hence this script. Edit it, run
@@ -12,12 +14,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def linear_texture(tm=16, tn=16, wx=8, wy=16):
+def linear_texture(kpt=4, tm=16, tn=16, wx=8, wy=16):
     nb = tn // 4
+    if kpt == 4:
+        w_layout = """W as [K/4, N] in its stored dtype (the dtype snippet's WTexel and
+// w_texel)"""
+    else:
+        w_layout = """W as [K/8, N], eight f16 or bf16 weights per rgba32uint texel
+// (the snippet's w_lo and w_hi widen its first and last four)"""
     lines = [f"""// y = act(x W^T + b) with both operands read through textures: x as rgba32float [K/4, M] (packed
-// by pack_texture.wgsl), W as [K/4, N] in its stored dtype (the dtype snippet's WTexel and
-// w_texel). Software rasterisers (Mesa's llvmpipe) fetch texels vectorised but split every
-// buffer load into a per-lane loop, so on them this runs several times faster than linear.wgsl.
+// by pack_texture.wgsl), {w_layout}. Software rasterisers (Mesa's llvmpipe) fetch texels
+// vectorised but split every buffer load into a per-lane loop, so on them this runs several
+// times faster than linear.wgsl.
 // Fully unrolled {tm} x {tn} register block per invocation (see linear.wgsl for the scheme).
 // Output rows go to y[row * ldy + col], or with `pix` > 0 to the NCHW position of a conv
 // output pixel: y[((row / pix) * ldy + col) * pix + row % pix] (im2col convolution).
@@ -26,7 +34,8 @@ def linear_texture(tm=16, tn=16, wx=8, wy=16):
 struct Params {{
     m: u32,
     n: u32,
-    k4: u32,
+    // W texels per row: K / {kpt}.
+    kt: u32,
     ldy: u32,
     n_off: u32,
     has_bias: u32,
@@ -76,15 +85,29 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
     lines += [f"    let xr{i} = min(m0 + {i}u, last_m);" for i in range(tm)]
     lines += [f"    let wr{j} = min(n0 + {j}u, last_n);" for j in range(tn)]
     lines += [f"    var acc{i}_{b} = vec4<f32>(0.0);" for i in range(tm) for b in range(nb)]
-    lines.append("    for (var k = 0u; k < p.k4; k++) {")
-    for b in range(nb):
-        texels = ", ".join(
-            f"w_texel(textureLoad(wt, vec2<u32>(k, wr{4 * b + c}), 0))" for c in range(4)
-        )
-        lines.append(f"        let wm{b} = mat4x4<f32>({texels});")
-    for i in range(tm):
-        lines.append(f"        let xv{i} = textureLoad(xt, vec2<u32>(k, xr{i}), 0);")
-        lines += [f"        acc{i}_{b} += xv{i} * wm{b};" for b in range(nb)]
+    lines.append("    for (var k = 0u; k < p.kt; k++) {")
+    if kpt == 4:
+        halves = [("w_texel", "k")]
+    else:
+        lines += [
+            f"        let wt{j} = textureLoad(wt, vec2<u32>(k, wr{j}), 0);" for j in range(tn)
+        ]
+        halves = [("w_lo", "2u * k"), ("w_hi", "2u * k + 1u")]
+    for h, (widen, xk) in enumerate(halves):
+        for b in range(nb):
+            if kpt == 4:
+                texels = ", ".join(
+                    f"w_texel(textureLoad(wt, vec2<u32>(k, wr{4 * b + c}), 0))" for c in range(4)
+                )
+            else:
+                texels = ", ".join(f"{widen}(wt{4 * b + c})" for c in range(4))
+            lines.append(f"        let wm{b} = mat4x4<f32>({texels});" if h == 0 else
+                         f"        let wn{b} = mat4x4<f32>({texels});")
+        wm = "wm" if h == 0 else "wn"
+        xv = "xv" if h == 0 else "xw"
+        for i in range(tm):
+            lines.append(f"        let {xv}{i} = textureLoad(xt, vec2<u32>({xk}, xr{i}), 0);")
+            lines += [f"        acc{i}_{b} += {xv}{i} * {wm}{b};" for b in range(nb)]
     lines.append("    }")
     lines += [f"    store(m0 + {i}u, n0 + {4 * b}u, acc{i}_{b});" for i in range(tm) for b in range(nb)]
     lines.append("}")
@@ -92,4 +115,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
 
 
 if __name__ == "__main__":
-    (HERE / "linear_texture.wgsl").write_text("\n".join(linear_texture()) + "\n")
+    (HERE / "linear_texture.wgsl").write_text("\n".join(linear_texture(4)) + "\n")
+    (HERE / "linear_texture_k8.wgsl").write_text("\n".join(linear_texture(8)) + "\n")

@@ -1,7 +1,8 @@
 // y = act(x W^T + b) with both operands read through textures: x as rgba32float [K/4, M] (packed
 // by pack_texture.wgsl), W as [K/4, N] in its stored dtype (the dtype snippet's WTexel and
-// w_texel). Software rasterisers (Mesa's llvmpipe) fetch texels vectorised but split every
-// buffer load into a per-lane loop, so on them this runs several times faster than linear.wgsl.
+// w_texel). Software rasterisers (Mesa's llvmpipe) fetch texels
+// vectorised but split every buffer load into a per-lane loop, so on them this runs several
+// times faster than linear.wgsl.
 // Fully unrolled 16 x 16 register block per invocation (see linear.wgsl for the scheme).
 // Output rows go to y[row * ldy + col], or with `pix` > 0 to the NCHW position of a conv
 // output pixel: y[((row / pix) * ldy + col) * pix + row % pix] (im2col convolution).
@@ -10,7 +11,8 @@
 struct Params {
     m: u32,
     n: u32,
-    k4: u32,
+    // W texels per row: K / 4.
+    kt: u32,
     ldy: u32,
     n_off: u32,
     has_bias: u32,
@@ -153,7 +155,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc15_1 = vec4<f32>(0.0);
     var acc15_2 = vec4<f32>(0.0);
     var acc15_3 = vec4<f32>(0.0);
-    for (var k = 0u; k < p.k4; k++) {
+    for (var k = 0u; k < p.kt; k++) {
         let wm0 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr0), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr1), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr2), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr3), 0)));
         let wm1 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr4), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr5), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr6), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr7), 0)));
         let wm2 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr8), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr9), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr10), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr11), 0)));

@@ -1,11 +1,12 @@
 //! Matrix: a weight matrix [N, K] in its stored dtype, laid out for the adapter's matmul.
 //!
-//! On hardware GPUs it is a storage buffer (`linear.wgsl`). On software adapters it lives in
-//! textures of K/4 texels by up to `max_texture_dimension_2d` rows (rgba32float for f32,
-//! rgba16float for f16, rgba16uint holding bf16 bits), written straight from the stored bytes:
-//! llvmpipe vectorises texel fetches but not buffer loads, which makes `linear_texture.wgsl`
-//! several times faster there. Either way each weight is uploaded once, 2 bytes per parameter
-//! for f16/bf16.
+//! On hardware GPUs it is a storage buffer (`linear.wgsl`, `linear_tiled.wgsl`). On software
+//! adapters it lives in textures of up to `max_texture_dimension_2d` rows, written straight
+//! from the stored bytes: rgba32float texels of four k for f32; for f16 and bf16 rgba32uint
+//! texels of eight k when K is a multiple of 8 (half the fetches per weight), else rgba16float
+//! or rgba16uint (bf16 bits) texels of four. llvmpipe vectorises texel fetches but not buffer
+//! loads, which makes `linear_texture*.wgsl` several times faster there. Either way each
+//! weight is uploaded once, 2 bytes per parameter for f16/bf16.
 
 use std::ops::Range;
 
@@ -63,11 +64,22 @@ impl std::fmt::Debug for Matrix {
     }
 }
 
-fn texture_format(dtype: DType) -> wgpu::TextureFormat {
-    match dtype {
-        DType::F32 => wgpu::TextureFormat::Rgba32Float,
-        DType::F16 => wgpu::TextureFormat::Rgba16Float,
-        DType::BF16 => wgpu::TextureFormat::Rgba16Uint,
+/// Weights per texel of a K-wide matrix of `dtype` stored as textures: 8 for f16 and bf16
+/// when K allows, else 4.
+pub(crate) fn texel_k(dtype: DType, k: usize) -> usize {
+    if dtype != DType::F32 && k.is_multiple_of(8) {
+        8
+    } else {
+        4
+    }
+}
+
+fn texture_format(dtype: DType, texel_k: usize) -> wgpu::TextureFormat {
+    match (dtype, texel_k) {
+        (DType::F32, _) => wgpu::TextureFormat::Rgba32Float,
+        (_, 8) => wgpu::TextureFormat::Rgba32Uint,
+        (DType::F16, _) => wgpu::TextureFormat::Rgba16Float,
+        (DType::BF16, _) => wgpu::TextureFormat::Rgba16Uint,
     }
 }
 
@@ -120,12 +132,13 @@ impl Matrix {
             });
         }
         let max_rows = gpu.limits.max_texture_dimension_2d as usize;
-        let format = texture_format(dtype);
+        let per_texel = texel_k(dtype, k);
+        let format = texture_format(dtype, per_texel);
         let mut chunks = Vec::new();
         for start in (0..n).step_by(max_rows) {
             let rows = start..(start + max_rows).min(n);
             let size = wgpu::Extent3d {
-                width: (k / 4) as u32,
+                width: (k / per_texel) as u32,
                 height: rows.len() as u32,
                 depth_or_array_layers: 1,
             };
@@ -181,7 +194,7 @@ impl Matrix {
                         rows_per_image: None,
                     },
                     wgpu::Extent3d {
-                        width: (k / 4) as u32,
+                        width: (k / per_texel) as u32,
                         height: take as u32,
                         depth_or_array_layers: 1,
                     },

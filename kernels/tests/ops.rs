@@ -449,12 +449,16 @@ fn attention_large_scores_stay_finite() {
             variant,
         )
         .unwrap();
+        // Scores of a few thousand carry f32 rounding of ~1e-4 in the exponent, which rows
+        // whose two best keys nearly tie pass on to the output: both kernels measured up to
+        // 1.5e-5 against the f64 reference (6.6e-6 at worst over seeds 1-25), where an
+        // overflowing softmax gives NaN or errors of order 1.
         assert_close(
             &format!("attention {variant:?} large scores"),
             gpu,
             &out.to_vec(gpu).unwrap(),
             &want,
-            1e-5,
+            1e-4,
         );
     }
 }

@@ -43,6 +43,11 @@ fn every_shader_validates_with_every_dtype_snippet() {
                 .iter()
                 .map(|s| vec![*s, LIBRARY[0], LIBRARY[1], kernel])
                 .collect()
+        } else if text.contains("w_lo(") {
+            ["wtex_f16x8.wgsl", "wtex_bf16x8.wgsl"]
+                .iter()
+                .map(|s| vec![*s, LIBRARY[0], LIBRARY[1], kernel])
+                .collect()
         } else if text.contains("WTexel") {
             ["wtex_float.wgsl", "wtex_bf16.wgsl"]
                 .iter()

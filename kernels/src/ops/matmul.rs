@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::context::{Bind, Gpu, Scratch};
 use crate::error::{KernelError, Result};
-use crate::matrix::{Matrix, Store};
+use crate::matrix::{Matrix, Store, texel_k};
 use crate::ops::pack::{PackRows, pack_rows};
 use crate::ops::{Act, chunks, chunks_max, expect_f32, weight_snippet, words};
 use crate::pipelines::Kernel;
@@ -108,18 +108,15 @@ fn texture_name(dtype: DType) -> &'static str {
     }
 }
 
-/// The texture kernel for weights of `dtype`.
-pub(crate) fn texture_kernel(dtype: DType) -> Kernel {
-    let snippet = if dtype == DType::BF16 {
-        "wtex_bf16.wgsl"
-    } else {
-        "wtex_float.wgsl"
+/// The texture kernel for weights of `dtype` with `per_texel` k in each texel.
+fn texture_kernel(dtype: DType, per_texel: usize) -> Kernel {
+    let (snippet, file) = match (dtype, per_texel) {
+        (DType::F16, 8) => ("wtex_f16x8.wgsl", "linear_texture_k8.wgsl"),
+        (DType::BF16, 8) => ("wtex_bf16x8.wgsl", "linear_texture_k8.wgsl"),
+        (DType::BF16, _) => ("wtex_bf16.wgsl", "linear_texture.wgsl"),
+        _ => ("wtex_float.wgsl", "linear_texture.wgsl"),
     };
-    Kernel::new(
-        texture_name(dtype),
-        &[snippet, "common.wgsl", "linear_texture.wgsl"],
-    )
-    .trusted()
+    Kernel::new(texture_name(dtype), &[snippet, "common.wgsl", file]).trusted()
 }
 
 /// Output placement of the texture matmul: row-major rows, or NCHW pixels (convolution).
@@ -148,14 +145,15 @@ pub(crate) fn dispatch_texture(
         unreachable!("texture matmul of a buffer matrix")
     };
     let (n, k) = (w.rows(), w.cols());
-    let kernel = texture_kernel(w.dtype());
+    let per_texel = texel_k(w.dtype(), k);
+    let kernel = texture_kernel(w.dtype(), per_texel);
     for chunk in chunks {
         let nc = chunk.rows.len();
         let b_bind = bias.map_or_else(|| gpu.unused(), |b| b.bind("bias"));
         let params = [
             rows as u32,
             nc as u32,
-            (k / 4) as u32,
+            (k / per_texel) as u32,
             n as u32,
             chunk.rows.start as u32,
             bias.is_some() as u32,

@@ -1,0 +1,11 @@
+// Weight texels of f16 weights packed eight per rgba32uint texel, two per u32 (the first in the
+// low half), for linear_texture_k8.wgsl: one fetch brings eight k where rgba16float brings four.
+alias WTexel = u32;
+
+fn w_lo(v: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+}
+
+fn w_hi(v: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
+}
