@@ -4,37 +4,11 @@
 // `xv * wm` gives four dot products at once. Named accumulators instead of arrays keep
 // everything in registers on compilers that do not promote private arrays. Rows and columns
 // past the edge are clamped on load and skipped on store: no branches in the inner loop.
-
-struct Params {
-    m: u32,
-    n: u32,
-    k4: u32,
-    // Row stride of y and the first column this dispatch writes (W split by rows).
-    ldy: u32,
-    n_off: u32,
-    has_bias: u32,
-    act: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<WPack>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+// Operands, parameters and `store_one` come from linear_io.wgsl.
 
 fn store(m: u32, n0: u32, v: vec4<f32>) {
-    if (m >= p.m) {
-        return;
-    }
     for (var j = 0u; j < 4u; j++) {
-        let n = n0 + j;
-        if (n < p.n) {
-            var r = v[j];
-            if (p.has_bias != 0u) {
-                r += bias[p.n_off + n];
-            }
-            y[m * p.ldy + p.n_off + n] = activate(r, p.act);
-        }
+        store_one(m, n0 + j, v[j]);
     }
 }
 

@@ -1,28 +1,11 @@
 // y[m, n] = act(sum_k x[m, k] w[n, k] + b[n]), the shared-memory variant for hardware GPUs
-// (same operands and parameters as linear.wgsl). A workgroup of 16 x 16 invocations computes a
-// 64 x 64 block of y. Per step of 16 k it stages the block's 64 rows of x and 64 rows of w
-// (4 vec4 each) in workgroup memory, one vec4 of each per invocation, adjacent invocations
-// reading adjacent addresses; then every invocation takes its 4 x 4 outputs from there. An
-// invocation owns rows ty + 16 i and columns tx + 16 j, so neighbours read neighbouring
-// staged vec4 (no bank conflicts) and write neighbouring columns. Rows and columns past the
-// edge are clamped on load and skipped on store; k past the end loads zeros.
-
-struct Params {
-    m: u32,
-    n: u32,
-    k4: u32,
-    // Row stride of y and the first column this dispatch writes (W split by rows).
-    ldy: u32,
-    n_off: u32,
-    has_bias: u32,
-    act: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<WPack>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+// (operands, parameters and `store_one` from linear_io.wgsl). A workgroup of 16 x 16
+// invocations computes a 64 x 64 block of y. Per step of 16 k it stages the block's 64 rows of
+// x and 64 rows of w (4 vec4 each) in workgroup memory, one vec4 of each per invocation,
+// adjacent invocations reading adjacent addresses; then every invocation takes its 4 x 4
+// outputs from there. An invocation owns rows ty + 16 i and columns tx + 16 j, so neighbours
+// read neighbouring staged vec4 (no bank conflicts) and write neighbouring columns. Rows and
+// columns past the edge are clamped on load and skipped on store; k past the end loads zeros.
 
 const BLOCK: u32 = 64u;
 // vec4 of k per staged step.
@@ -31,17 +14,6 @@ const STEP: u32 = 4u;
 // Staged operands, [k4 within the step][row within the block].
 var<workgroup> xs: array<vec4<f32>, 256>;
 var<workgroup> ws: array<vec4<f32>, 256>;
-
-fn store(m: u32, n: u32, v: f32) {
-    if (m >= p.m || n >= p.n) {
-        return;
-    }
-    var r = v;
-    if (p.has_bias != 0u) {
-        r += bias[p.n_off + n];
-    }
-    y[m * p.ldy + p.n_off + n] = activate(r, p.act);
-}
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -85,7 +57,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
-            store(m0 + lid.y + 16u * i, n0 + lid.x + 16u * j, rows[i][j]);
+            store_one(m0 + lid.y + 16u * i, n0 + lid.x + 16u * j, rows[i][j]);
         }
     }
 }

@@ -30,6 +30,7 @@ shader_table!(
     "dtype_bf16.wgsl",
     "elem_f32.wgsl",
     "elem_vec4.wgsl",
+    "linear_io.wgsl",
     "linear.wgsl",
     "linear_tiled.wgsl",
     "linear_scalar.wgsl",

@@ -8,6 +8,8 @@ use noiseshift_kernels::pipelines::{SHADERS, compose, compose_sources, validate}
 /// element snippet, replaces workgroup_sum.wgsl in the kernels that reduce statistics.
 const LIBRARY: [&str; 2] = ["common.wgsl", "workgroup_sum.wgsl"];
 const WELFORD: &str = "welford.wgsl";
+/// Operands of the buffer matmuls, composed before linear.wgsl and linear_tiled.wgsl.
+const LINEAR_IO: &str = "linear_io.wgsl";
 
 const SNIPPETS: [&str; 4] = [
     "dtype_f32.wgsl",
@@ -27,6 +29,7 @@ fn every_shader_validates_with_every_dtype_snippet() {
                 .any(|p| f.starts_with(p))
                 && !LIBRARY.contains(f)
                 && *f != WELFORD
+                && *f != LINEAR_IO
         })
         .collect();
     assert!(
@@ -38,7 +41,12 @@ fn every_shader_validates_with_every_dtype_snippet() {
         let text = SHADERS.iter().find(|(f, _)| *f == kernel).unwrap().1;
         // Kernels that read weights through `WPack` or `WTexel` are built with a dtype snippet,
         // the row kernels with an element snippet.
-        let variants: Vec<Vec<&'static str>> = if text.contains("array<WPack>") {
+        let variants: Vec<Vec<&'static str>> = if text.contains("store_one(") {
+            SNIPPETS
+                .iter()
+                .map(|s| vec![*s, LIBRARY[0], LIBRARY[1], LINEAR_IO, kernel])
+                .collect()
+        } else if text.contains("array<WPack>") {
             SNIPPETS
                 .iter()
                 .map(|s| vec![*s, LIBRARY[0], LIBRARY[1], kernel])

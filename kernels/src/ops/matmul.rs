@@ -296,7 +296,13 @@ fn linear_buffer(
     let variant = gpu.caps.buffer_linear;
     let kernel = if vec4 {
         let (name, file) = variant.kernel(w.dtype());
-        Kernel::new(name, &[weight_snippet(gpu, w.dtype()), "common.wgsl", file]).trusted()
+        let parts = [
+            weight_snippet(gpu, w.dtype()),
+            "common.wgsl",
+            "linear_io.wgsl",
+            file,
+        ];
+        Kernel::new(name, &parts).trusted()
     } else {
         Kernel::new(
             "linear_scalar",
