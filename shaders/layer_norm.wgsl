@@ -28,6 +28,9 @@ struct Params {
 @group(0) @binding(4) var<storage, read> modv: array<Elem>;
 @group(0) @binding(5) var<storage, read_write> y: array<Elem>;
 
+// Rows per workgroup: one statistics set each (the op defines SETS).
+const ROWS: u32 = SETS;
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {

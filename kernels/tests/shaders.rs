@@ -40,47 +40,42 @@ fn every_shader_validates_with_every_dtype_snippet() {
     for kernel in kernels {
         let text = SHADERS.iter().find(|(f, _)| *f == kernel).unwrap().1;
         // Kernels that read weights through `WPack` or `WTexel` are built with a dtype snippet,
-        // the row kernels with an element snippet.
-        let variants: Vec<Vec<&'static str>> = if text.contains("store_one(") {
-            SNIPPETS
-                .iter()
-                .map(|s| vec![*s, LIBRARY[0], LIBRARY[1], LINEAR_IO, kernel])
-                .collect()
+        // the row kernels with an element snippet; each after the library files it uses.
+        const ELEM: [&str; 2] = ["elem_f32.wgsl", "elem_vec4.wgsl"];
+        let (snippets, library): (&[&str], &[&str]) = if text.contains("store_one(") {
+            (&SNIPPETS, &[LIBRARY[0], LIBRARY[1], LINEAR_IO])
         } else if text.contains("array<WPack>") {
-            SNIPPETS
-                .iter()
-                .map(|s| vec![*s, LIBRARY[0], LIBRARY[1], kernel])
-                .collect()
+            (&SNIPPETS, &LIBRARY)
         } else if text.contains("w_lo(") {
-            ["wtex_f16x8.wgsl", "wtex_bf16x8.wgsl"]
-                .iter()
-                .map(|s| vec![*s, LIBRARY[0], LIBRARY[1], kernel])
-                .collect()
+            (&["wtex_f16x8.wgsl", "wtex_bf16x8.wgsl"], &LIBRARY)
         } else if text.contains("WTexel") {
-            ["wtex_float.wgsl", "wtex_bf16.wgsl"]
-                .iter()
-                .map(|s| vec![*s, LIBRARY[0], LIBRARY[1], kernel])
-                .collect()
+            (&["wtex_float.wgsl", "wtex_bf16.wgsl"], &LIBRARY)
         } else if text.contains("workgroup_stats(") {
-            ["elem_f32.wgsl", "elem_vec4.wgsl"]
-                .iter()
-                .map(|s| vec![*s, LIBRARY[0], WELFORD, kernel])
-                .collect()
+            (&ELEM, &[LIBRARY[0], WELFORD])
         } else if text.contains("array<Elem>") {
-            ["elem_f32.wgsl", "elem_vec4.wgsl"]
-                .iter()
-                .map(|s| vec![*s, LIBRARY[0], LIBRARY[1], kernel])
-                .collect()
+            (&ELEM, &LIBRARY)
         } else {
-            vec![vec![LIBRARY[0], LIBRARY[1], kernel]]
+            (&[], &LIBRARY)
+        };
+        let compose_with = |snippet: Option<&'static str>| -> Vec<&'static str> {
+            snippet
+                .into_iter()
+                .chain(library.iter().copied())
+                .chain([kernel])
+                .collect()
+        };
+        let variants: Vec<Vec<&'static str>> = if snippets.is_empty() {
+            vec![compose_with(None)]
+        } else {
+            snippets.iter().map(|s| compose_with(Some(s))).collect()
         };
         // Sizes the ops define at build time: the reduction width (workgroup_sum.wgsl or
-        // welford.wgsl, part of every composition here), the sets welford.wgsl reduces at once,
-        // layer_norm's rows per workgroup and attention_texture's head dim / 4.
+        // welford.wgsl, part of every composition here), the sets welford.wgsl reduces at once
+        // (layer_norm's rows per workgroup) and attention_texture's head dim / 4.
         let defines: &[(&str, u32)] = if text.contains("array<vec4<f32>, D4>") {
             &[("WG", 256), ("D4", 16)]
         } else if text.contains("workgroup_stats(") {
-            &[("WG", 256), ("SETS", 2), ("ROWS", 2)]
+            &[("WG", 256), ("SETS", 2)]
         } else {
             &[("WG", 256)]
         };

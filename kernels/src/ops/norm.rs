@@ -131,7 +131,6 @@ pub fn layer_norm(
             &["common.wgsl", snippet, "welford.wgsl", "layer_norm.wgsl"],
         )
         .define("WG", reduction_width(gpu))
-        .define("ROWS", per_group as u32)
         .define("SETS", per_group as u32),
         words(&params),
         &binds,
