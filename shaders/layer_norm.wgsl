@@ -2,12 +2,14 @@
 // and optional adaLN modulation y * (1 + scale) + shift, where shift and scale are chunks of a
 // per-sample modulation row shared by `tokens` rows. Modulation stride and offsets count Elem.
 //
-// One workgroup normalises ROWS consecutive rows and reads x twice: once for the statistics
-// (welford.wgsl, one pass), once to write y. One reduction serves all ROWS rows (SETS = ROWS),
-// and the per-column weight, bias, shift and scale are loaded once for them rather than once
-// per row.
+// One workgroup normalises ROWS consecutive rows and reads x twice (x_at, rows_in_*.wgsl): once
+// for the statistics (welford.wgsl, one pass), once to write y. One reduction serves all ROWS
+// rows (SETS = ROWS), and the per-column weight, bias, shift and scale are loaded once for them
+// rather than once per row.
 
 struct Params {
+    // Rows [row0, rows) are this dispatch's.
+    row0: u32,
     rows: u32,
     d: u32,
     cols: u32,
@@ -22,7 +24,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<Elem>;
 @group(0) @binding(2) var<storage, read> weight: array<Elem>;
 @group(0) @binding(3) var<storage, read> bias: array<Elem>;
 @group(0) @binding(4) var<storage, read> modv: array<Elem>;
@@ -34,7 +35,7 @@ const ROWS: u32 = SETS;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let first = (wid.x + wid.y * groups.x) * ROWS;
+    let first = p.row0 + (wid.x + wid.y * groups.x) * ROWS;
     if (first >= p.rows) {
         return;
     }
@@ -42,11 +43,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     var stats: array<Stats, ROWS>;
     var pivot: array<f32, ROWS>;
     for (var r = 0u; r < count; r++) {
-        let base = (first + r) * p.cols;
-        pivot[r] = lane(x[base], 0u);
+        let row = first + r;
+        pivot[r] = lane(x_at(row, 0u), 0u);
         var acc: Running;
         for (var i = lid; i < p.cols; i += WG) {
-            welford_add(&acc, x[base + i] - pivot[r]);
+            welford_add(&acc, x_at(row, i) - pivot[r]);
         }
         stats[r] = running_stats(acc);
     }
@@ -76,8 +77,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
                 scale = 1.0 + modv[m + p.scale_off];
                 shift = modv[m + p.shift_off];
             }
-            let at = row * p.cols + i;
-            y[at] = (((x[at] - pivot[r]) - stats[r].y) * rstd[r] * w + b) * scale + shift;
+            y[row * p.cols + i] = (((x_at(row, i) - pivot[r]) - stats[r].y) * rstd[r] * w + b) * scale + shift;
         }
     }
 }

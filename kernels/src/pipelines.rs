@@ -45,6 +45,8 @@ shader_table!(
     "attention.wgsl",
     "attention_texture.wgsl",
     "welford.wgsl",
+    "rows_in_buffer.wgsl",
+    "rows_in_texture.wgsl",
     "layer_norm.wgsl",
     "rms_norm.wgsl",
     "group_norm.wgsl",

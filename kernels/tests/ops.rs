@@ -466,58 +466,26 @@ fn attention_large_scores_stay_finite() {
 #[test]
 fn layer_norm_variants_and_long_rows() {
     let mut r = rng("layer_norm");
-    for gpu in gpus() {
-        // d = 77 takes the scalar kernel, 76 the vec4 one.
-        for d in [77, 76] {
-            let (b, tokens) = (2, 5);
-            let x = randn(&mut r, b * tokens * d, 2.0);
-            let w = randn(&mut r, d, 1.0);
-            let bias = randn(&mut r, d, 1.0);
-            let table = randn(&mut r, b * 6 * d, 0.5);
-            let xt = Tensor::from_f32(&gpu, &[b, tokens, d], &x).unwrap();
-            let wt = Tensor::from_f32(&gpu, &[d], &w).unwrap();
-            let bt = Tensor::from_f32(&gpu, &[d], &bias).unwrap();
-            let tt = Tensor::from_f32(&gpu, &[b, 6 * d], &table).unwrap();
-            let plain = ops::norm::layer_norm(&gpu, &xt, None, None, None, 1e-6).unwrap();
-            assert_close(
-                &format!("layer_norm d={d}"),
-                &gpu,
-                &plain.to_vec(&gpu).unwrap(),
-                &cpu::layer_norm(&x, d, None, None, None, 1e-6),
-                F32_TOL,
-            );
-            let affine =
-                ops::norm::layer_norm(&gpu, &xt, Some(&wt), Some(&bt), None, 1e-5).unwrap();
-            assert_close(
-                &format!("layer_norm affine d={d}"),
-                &gpu,
-                &affine.to_vec(&gpu).unwrap(),
-                &cpu::layer_norm(&x, d, Some(&w), Some(&bias), None, 1e-5),
-                F32_TOL,
-            );
-            let m = Modulation {
-                table: &tt,
-                tokens,
-                shift: 3,
-                scale: 4,
-            };
-            let modulated = ops::norm::layer_norm(&gpu, &xt, None, None, Some(m), 1e-6).unwrap();
-            let want = cpu::layer_norm(
-                &x,
-                d,
-                None,
-                None,
-                Some((&table, tokens, 6 * d, 3 * d, 4 * d)),
-                1e-6,
-            );
-            assert_close(
-                &format!("layer_norm modulated d={d}"),
-                &gpu,
-                &modulated.to_vec(&gpu).unwrap(),
-                &want,
-                F32_TOL,
-            );
+    for mut gpu in gpus() {
+        // Both configurations on each adapter: software (8 rows per workgroup, x read through
+        // a texture when rows are vec4s) and hardware (one row per workgroup, x from the buffer).
+        for software in [true, false] {
+            gpu.caps.software = software;
+            // d = 77 takes the scalar kernel, 76 the vec4 one.
+            for d in [77, 76] {
+                let label = format!("d={d} software={software}");
+                check_layer_norm(&gpu, &mut r, &label, d, 2, 5);
+            }
         }
+        // Rows in several texture chunks (the height limit lowered; the sample boundary at
+        // row 35 falls inside a chunk), through the copy (d = 64) and the pack kernel (d = 76).
+        gpu.caps.software = true;
+        let height = gpu.limits.max_texture_dimension_2d;
+        gpu.limits.max_texture_dimension_2d = 32;
+        for d in [64, 76] {
+            check_layer_norm(&gpu, &mut r, &format!("d={d} in chunks"), d, 2, 35);
+        }
+        gpu.limits.max_texture_dimension_2d = height;
 
         // Rows of 1e5 elements with mean 1000 and std 1: one-pass variance would lose it all.
         let n = 100_000;
@@ -535,6 +503,56 @@ fn layer_norm_variants_and_long_rows() {
             1e-6,
         );
     }
+}
+
+/// LayerNorm of `b` samples of `tokens` rows of `d`: plain, affine, and modulated.
+fn check_layer_norm(gpu: &Gpu, r: &mut StdRng, label: &str, d: usize, b: usize, tokens: usize) {
+    let x = randn(r, b * tokens * d, 2.0);
+    let w = randn(r, d, 1.0);
+    let bias = randn(r, d, 1.0);
+    let table = randn(r, b * 6 * d, 0.5);
+    let xt = Tensor::from_f32(gpu, &[b, tokens, d], &x).unwrap();
+    let wt = Tensor::from_f32(gpu, &[d], &w).unwrap();
+    let bt = Tensor::from_f32(gpu, &[d], &bias).unwrap();
+    let tt = Tensor::from_f32(gpu, &[b, 6 * d], &table).unwrap();
+    let plain = ops::norm::layer_norm(gpu, &xt, None, None, None, 1e-6).unwrap();
+    assert_close(
+        &format!("layer_norm {label}"),
+        gpu,
+        &plain.to_vec(gpu).unwrap(),
+        &cpu::layer_norm(&x, d, None, None, None, 1e-6),
+        F32_TOL,
+    );
+    let affine = ops::norm::layer_norm(gpu, &xt, Some(&wt), Some(&bt), None, 1e-5).unwrap();
+    assert_close(
+        &format!("layer_norm affine {label}"),
+        gpu,
+        &affine.to_vec(gpu).unwrap(),
+        &cpu::layer_norm(&x, d, Some(&w), Some(&bias), None, 1e-5),
+        F32_TOL,
+    );
+    let m = Modulation {
+        table: &tt,
+        tokens,
+        shift: 3,
+        scale: 4,
+    };
+    let modulated = ops::norm::layer_norm(gpu, &xt, None, None, Some(m), 1e-6).unwrap();
+    let want = cpu::layer_norm(
+        &x,
+        d,
+        None,
+        None,
+        Some((&table, tokens, 6 * d, 3 * d, 4 * d)),
+        1e-6,
+    );
+    assert_close(
+        &format!("layer_norm modulated {label}"),
+        gpu,
+        &modulated.to_vec(gpu).unwrap(),
+        &want,
+        F32_TOL,
+    );
 }
 
 #[test]

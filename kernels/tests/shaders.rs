@@ -10,6 +10,12 @@ const LIBRARY: [&str; 2] = ["common.wgsl", "workgroup_sum.wgsl"];
 const WELFORD: &str = "welford.wgsl";
 /// Operands of the buffer matmuls, composed before linear.wgsl and linear_tiled.wgsl.
 const LINEAR_IO: &str = "linear_io.wgsl";
+/// Where row kernels that call `x_at` read their input: each with the element snippets it
+/// serves (texels are vec4s).
+const ROWS_IN: [(&str, &[&str]); 2] = [
+    ("rows_in_buffer.wgsl", &["elem_f32.wgsl", "elem_vec4.wgsl"]),
+    ("rows_in_texture.wgsl", &["elem_vec4.wgsl"]),
+];
 
 const SNIPPETS: [&str; 4] = [
     "dtype_f32.wgsl",
@@ -30,6 +36,7 @@ fn every_shader_validates_with_every_dtype_snippet() {
                 && !LIBRARY.contains(f)
                 && *f != WELFORD
                 && *f != LINEAR_IO
+                && !ROWS_IN.iter().any(|(r, _)| r == f)
         })
         .collect();
     assert!(
@@ -64,7 +71,18 @@ fn every_shader_validates_with_every_dtype_snippet() {
                 .chain([kernel])
                 .collect()
         };
-        let variants: Vec<Vec<&'static str>> = if snippets.is_empty() {
+        let variants: Vec<Vec<&'static str>> = if text.contains("x_at(") {
+            ROWS_IN
+                .iter()
+                .flat_map(|(rows_in, elems)| {
+                    elems.iter().map(|elem| {
+                        let mut parts = compose_with(Some(elem));
+                        parts.insert(parts.len() - 1, rows_in);
+                        parts
+                    })
+                })
+                .collect()
+        } else if snippets.is_empty() {
             vec![compose_with(None)]
         } else {
             snippets.iter().map(|s| compose_with(Some(s))).collect()

@@ -12,10 +12,10 @@
 
 use serde::Serialize;
 
-use crate::context::{Bind, Gpu, Scratch};
+use crate::context::{Bind, Gpu};
 use crate::error::{KernelError, Result};
 use crate::matrix::{Matrix, Store, texel_k};
-use crate::ops::pack::{PackRows, pack_rows};
+use crate::ops::pack::rows_texture;
 use crate::ops::{Act, chunks, chunks_max, expect_f32, weight_snippet, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
@@ -180,43 +180,6 @@ pub(crate) fn dispatch_texture(
     Ok(())
 }
 
-/// Put rows `rows` of x [M, K] into an input texture (K/4 texels wide): a plain copy when
-/// rows are a multiple of 256 bytes (every real model width), else the pack kernel.
-fn input_texture(
-    gpu: &Gpu,
-    x: &Tensor,
-    k: usize,
-    rows: std::ops::Range<usize>,
-) -> Result<wgpu::TextureView> {
-    let mc = rows.len();
-    let texels = k / 4;
-    let offset = (rows.start * k * 4) as u64;
-    if (k * 4).is_multiple_of(256) {
-        let (tex, view) = gpu.scratch_texture(Scratch::Copied, texels as u32, mc as u32)?;
-        gpu.copy_to_texture(x.buffer(), offset, (k * 4) as u32, mc as u32, &tex);
-        return Ok(view);
-    }
-    let (_, view) = gpu.scratch_texture(Scratch::Packed, texels as u32, mc as u32)?;
-    let p = PackRows {
-        texels,
-        rows: mc,
-        stride: k,
-        col_off: 0,
-        rows_per_batch: mc,
-        dst_rows_per_batch: mc,
-        dst_row_off: 0,
-        src_row0: 0,
-    };
-    pack_rows(
-        gpu,
-        "linear_pack",
-        x.bind_range("x", offset, (mc * k * 4) as u64),
-        &view,
-        p,
-    )?;
-    Ok(view)
-}
-
 /// y = act(x W^T + b) into an existing [.., N] tensor.
 pub fn linear_into(
     gpu: &Gpu,
@@ -252,7 +215,7 @@ pub fn linear_into(
                 align,
                 max_rows,
             )? {
-                let tex = input_texture(gpu, x, k, rows.clone())?;
+                let tex = rows_texture(gpu, "linear_pack", x, k, rows.clone())?;
                 let y_bind = y.bind_range(
                     "y",
                     (rows.start * n * 4) as u64,

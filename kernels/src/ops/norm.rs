@@ -1,9 +1,10 @@
 //! LayerNorm (optionally affine, optionally fused with adaLN modulation), RMSNorm over head
 //! segments in place, GroupNorm with a fused activation.
 
-use crate::context::Gpu;
+use crate::context::{Bind, Gpu};
 use crate::error::{KernelError, Result, shape_err};
-use crate::ops::{Act, elem_width, expect_f32, grid_flat, reduction_width, words};
+use crate::ops::pack::rows_texture;
+use crate::ops::{Act, chunks_max, elem_width, expect_f32, grid_flat, reduction_width, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::{DType, Tensor};
@@ -60,6 +61,12 @@ impl Modulation<'_> {
     }
 }
 
+/// Rows per LayerNorm workgroup: on software adapters a group of 8 shares one barrier sequence
+/// and each column's modulation loads (barriers and buffer loads dominate there).
+fn per_group(gpu: &Gpu) -> usize {
+    if gpu.caps.software { 8 } else { 1 }
+}
+
 /// LayerNorm over the last dimension: (x - mean) / sqrt(var + eps), then optional affine
 /// weight/bias, then optional modulation x * (1 + scale) + shift.
 pub fn layer_norm(
@@ -92,51 +99,83 @@ pub fn layer_norm(
     };
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
     let (snippet, w) = elem_width(d, mod_stride);
-    let params = [
-        rows as u32,
-        d as u32,
-        (d / w) as u32,
-        tokens as u32,
-        eps.to_bits(),
-        weight.is_some() as u32,
-        bias.is_some() as u32,
-        modulation.is_some() as u32,
-        (mod_stride / w) as u32,
-        (shift / w) as u32,
-        (scale / w) as u32,
-    ];
-    let binds = [
-        x.bind("x"),
-        weight.map_or_else(|| gpu.unused(), |w| w.bind("weight")),
-        bias.map_or_else(|| gpu.unused(), |b| b.bind("bias")),
-        modulation
-            .as_ref()
-            .map_or_else(|| gpu.unused(), |m| m.table.bind("modulation")),
-        y.bind("y"),
-    ];
-    // Rows per workgroup: on software adapters a group of 8 shares one barrier sequence and
-    // each column's modulation loads (barriers and buffer loads dominate there).
-    let per_group = if gpu.caps.software { 8 } else { 1 };
-    let row_groups = rows.div_ceil(per_group);
-    let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;
-    let groups = [
-        row_groups.min(max_x).max(1) as u32,
-        row_groups.div_ceil(max_x).max(1) as u32,
-        1,
-    ];
-    let n = (rows * d) as f64;
-    gpu.dispatch(
-        &Kernel::new(
-            OP,
-            &["common.wgsl", snippet, "welford.wgsl", "layer_norm.wgsl"],
-        )
-        .define("WG", reduction_width(gpu))
-        .define("SETS", per_group as u32),
-        words(&params),
-        &binds,
-        groups,
-        Cost::new(8.0 * n, 8.0 * n),
-    )?;
+    if rows == 0 {
+        return Ok(y);
+    }
+    // Software adapters read x through a texture (rows_in_texture.wgsl), in chunks that fit
+    // the texture height and the pack kernel's binding; everything else reads the buffer in
+    // one dispatch.
+    let max_tex = gpu.limits.max_texture_dimension_2d as usize;
+    let texture = gpu.caps.software && w == 4 && d / 4 <= max_tex;
+    let (rows_in, ranges) = if texture {
+        let align = u64::from(gpu.limits.min_storage_buffer_offset_alignment);
+        let row_bytes = [d as u64 * 4];
+        let ranges = chunks_max(OP, rows, &row_bytes, gpu.max_binding(), align, max_tex)?;
+        ("rows_in_texture.wgsl", ranges)
+    } else {
+        ("rows_in_buffer.wgsl", std::iter::once(0..rows).collect())
+    };
+    let kernel = Kernel::new(
+        OP,
+        &[
+            "common.wgsl",
+            snippet,
+            rows_in,
+            "welford.wgsl",
+            "layer_norm.wgsl",
+        ],
+    )
+    .define("WG", reduction_width(gpu))
+    .define("SETS", per_group(gpu) as u32)
+    // Every index is in range by the checks above; naga's clamps measured about 10 % here.
+    .trusted();
+    for std::ops::Range { start, end } in ranges {
+        let params = [
+            start as u32,
+            end as u32,
+            d as u32,
+            (d / w) as u32,
+            tokens as u32,
+            eps.to_bits(),
+            weight.is_some() as u32,
+            bias.is_some() as u32,
+            modulation.is_some() as u32,
+            (mod_stride / w) as u32,
+            (shift / w) as u32,
+            (scale / w) as u32,
+        ];
+        let view;
+        let x_bind = if texture {
+            view = rows_texture(gpu, "layer_norm_pack", x, d, start..end)?;
+            Bind::Texture(&view)
+        } else {
+            x.bind("x")
+        };
+        let binds = [
+            x_bind,
+            weight.map_or_else(|| gpu.unused(), |w| w.bind("weight")),
+            bias.map_or_else(|| gpu.unused(), |b| b.bind("bias")),
+            modulation
+                .as_ref()
+                .map_or_else(|| gpu.unused(), |m| m.table.bind("modulation")),
+            y.bind("y"),
+        ];
+        let row_groups = (end - start).div_ceil(per_group(gpu));
+        let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;
+        let groups = [
+            row_groups.min(max_x) as u32,
+            row_groups.div_ceil(max_x) as u32,
+            1,
+        ];
+        let n = ((end - start) * d) as f64;
+        gpu.dispatch(
+            &kernel,
+            words(&params),
+            &binds,
+            groups,
+            Cost::new(8.0 * n, 8.0 * n),
+        )?;
+    }
     Ok(y)
 }
 

@@ -1,11 +1,12 @@
 //! Packing f32 rows into the rgba32float scratch textures that the texture kernels read
 //! (software adapters): four columns per texel, rows regrouped per sample.
 
-use crate::context::{Bind, Gpu};
+use crate::context::{Bind, Gpu, Scratch};
 use crate::error::Result;
 use crate::ops::{grid_flat, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
+use crate::tensor::Tensor;
 
 /// Which rows go where (see pack_texture.wgsl).
 pub(crate) struct PackRows {
@@ -49,4 +50,43 @@ pub(crate) fn pack_rows(
         grid_flat(gpu, p.texels * p.rows),
         Cost::new(0.0, 32.0 * (p.texels * p.rows) as f64),
     )
+}
+
+/// Put rows `rows` of x [M, K] into the input scratch texture (K/4 texels wide) for the texture
+/// kernels: a plain copy when rows are a multiple of 256 bytes (every real model width), else
+/// the pack kernel (`name` says which op it serves).
+pub(crate) fn rows_texture(
+    gpu: &Gpu,
+    name: &'static str,
+    x: &Tensor,
+    k: usize,
+    rows: std::ops::Range<usize>,
+) -> Result<wgpu::TextureView> {
+    let mc = rows.len();
+    let texels = k / 4;
+    let offset = (rows.start * k * 4) as u64;
+    if (k * 4).is_multiple_of(256) {
+        let (tex, view) = gpu.scratch_texture(Scratch::Copied, texels as u32, mc as u32)?;
+        gpu.copy_to_texture(x.buffer(), offset, (k * 4) as u32, mc as u32, &tex);
+        return Ok(view);
+    }
+    let (_, view) = gpu.scratch_texture(Scratch::Packed, texels as u32, mc as u32)?;
+    let p = PackRows {
+        texels,
+        rows: mc,
+        stride: k,
+        col_off: 0,
+        rows_per_batch: mc,
+        dst_rows_per_batch: mc,
+        dst_row_off: 0,
+        src_row0: 0,
+    };
+    pack_rows(
+        gpu,
+        name,
+        x.bind_range("x", offset, (mc * k * 4) as u64),
+        &view,
+        p,
+    )?;
+    Ok(view)
 }
