@@ -61,6 +61,7 @@ shader_table!(
     "cfg.wgsl",
     "squared_error.wgsl",
     "patchify.wgsl",
+    "patchify_vec4.wgsl",
     "concat.wgsl",
     "crop_grid.wgsl",
     "cast.wgsl",

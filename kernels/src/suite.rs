@@ -1,6 +1,7 @@
 //! Every kernel at representative model shapes: an MMDiT block at SD3-medium width (hidden
 //! 1536, 24 heads of 64, MLP 6144) over `tokens` tokens, and a VAE decoder level (256 channels,
-//! 3x3 conv at 64x64). Used by `noiseshift profile` and the kernel bench.
+//! 3x3 conv at 64x64), then the sampler's and calibration's kernels on 512x512 latents. Used by
+//! `noiseshift profile` and the kernel bench.
 
 use crate::context::Gpu;
 use crate::error::Result;
@@ -80,6 +81,9 @@ pub fn run(gpu: &Gpu, shape: SuiteShape, reps: usize) -> Result<()> {
     let w_conv = matrix(gpu, c, c * 9, DType::F16)?;
     let conv_bias = filled(gpu, &[c])?;
     let latents = filled(gpu, &[1, 16, 64, 64])?;
+    // One calibration stage's predictions for one sample: 21 candidates (NOISESHIFT.md's
+    // default windows), each row its own loss group against the shared target.
+    let candidates = filled(gpu, &[21, 16, 64, 64])?;
 
     let was = gpu.profiler().enabled();
     for rep in 0..=reps {
@@ -143,7 +147,7 @@ pub fn run(gpu: &Gpu, shape: SuiteShape, reps: usize) -> Result<()> {
         let tokens = ops::layout::patchify(gpu, &latents, 2, PatchOrder::ChannelFirst)?;
         let _ = ops::layout::unpatchify(gpu, &tokens, 16, 64, 64, 2, PatchOrder::ChannelLast)?;
         ops::euler::euler_step(gpu, &latents, &latents.duplicate(gpu)?, -0.01)?;
-        let _ = ops::reduce::squared_error_groups(gpu, &latents, &latents, 1)?;
+        let _ = ops::reduce::squared_error_groups(gpu, &candidates, &latents, 1)?;
         gpu.finish()?;
     }
     gpu.profiler().set_enabled(was);

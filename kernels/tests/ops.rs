@@ -776,18 +776,25 @@ fn upsample_patchify_concat_crop() {
             &cpu::upsample_nearest2x(&x, h, w),
             0.0,
         );
-        for order in [PatchOrder::ChannelFirst, PatchOrder::ChannelLast] {
-            let t = ops::layout::patchify(&gpu, &xt, 2, order).unwrap();
-            assert_eq!(t.shape(), [b, 15, 12]);
-            assert_close(
-                &format!("patchify {order:?}"),
-                &gpu,
-                &t.to_vec(&gpu).unwrap(),
-                &cpu::patchify(&x, [b, c, h, w], 2, order),
-                0.0,
-            );
-            let back = ops::layout::unpatchify(&gpu, &t, c, h, w, 2, order).unwrap();
-            assert_close("unpatchify", &gpu, &back.to_vec(&gpu).unwrap(), &x, 0.0);
+        // Per-float kernel (3 channels, width 10), then the vec4 one (8 channels, width 12).
+        for (c, w) in [(3, 10), (8, 12)] {
+            let x = randn(&mut r, b * c * h * w, 1.0);
+            let xt = Tensor::from_f32(&gpu, &[b, c, h, w], &x).unwrap();
+            for order in [PatchOrder::ChannelFirst, PatchOrder::ChannelLast] {
+                let label = format!("{c} channels, width {w}, {order:?}");
+                let t = ops::layout::patchify(&gpu, &xt, 2, order).unwrap();
+                assert_eq!(t.shape(), [b, 3 * w / 2, 4 * c]);
+                assert_close(
+                    &format!("patchify {label}"),
+                    &gpu,
+                    &t.to_vec(&gpu).unwrap(),
+                    &cpu::patchify(&x, [b, c, h, w], 2, order),
+                    0.0,
+                );
+                let back = ops::layout::unpatchify(&gpu, &t, c, h, w, 2, order).unwrap();
+                let label = format!("unpatchify {label}");
+                assert_close(&label, &gpu, &back.to_vec(&gpu).unwrap(), &x, 0.0);
+            }
         }
         let a = randn(&mut r, 2 * 3 * 5, 1.0);
         let bb = randn(&mut r, 2 * 4 * 5, 1.0);

@@ -7,7 +7,7 @@ use crate::context::{Bind, Gpu, Scratch};
 use crate::error::{Result, shape_err};
 use crate::matrix::{Matrix, Store};
 use crate::ops::matmul::{OutputRows, dispatch_texture};
-use crate::ops::{Act, chunks_max, expect_f32, grid_flat, weight_snippet, words};
+use crate::ops::{Act, chunks_max, expect_f32, weight_snippet, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::{DType, Tensor};
@@ -96,17 +96,17 @@ pub fn conv2d(
                     wd as u32,
                     ow as u32,
                     (oh * ow) as u32,
-                    kh as u32,
-                    kw as u32,
                     g.stride as u32,
                     pt as u32,
                     pl as u32,
                 ];
                 gpu.dispatch(
-                    &Kernel::new("conv_im2col", &["common.wgsl", "im2col_texture.wgsl"]),
+                    &Kernel::new("conv_im2col", &["im2col_texture.wgsl"])
+                        .constant("KH", kh as u32)
+                        .constant("KW", kw as u32),
                     words(&params),
                     &[x.bind("x"), Bind::Texture(&tex)],
-                    grid_flat(gpu, texels * rows.len()),
+                    [rows.len().div_ceil(64) as u32, texels.div_ceil(4) as u32, 1],
                     Cost::new(0.0, 8.0 * (rows.len() * ksize) as f64),
                 )?;
                 let out = OutputRows {

@@ -26,6 +26,34 @@ fn patch_kernel(unpatch: bool, order: PatchOrder) -> Kernel {
     .constant("CHANNEL_LAST", (order == PatchOrder::ChannelLast) as u32)
 }
 
+/// The vec4 kernel (patchify_vec4.wgsl) for 2x2 patches, 4 channels and 4 columns at a
+/// time, with its grid; None where the shape needs the per-float kernel.
+fn patch_vec4(
+    gpu: &Gpu,
+    unpatch: bool,
+    order: PatchOrder,
+    [b, c, h, w]: [usize; 4],
+    patch: usize,
+) -> Option<(Kernel, Vec<u32>, [u32; 3])> {
+    let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    if patch != 2 || !c.is_multiple_of(4) || !w.is_multiple_of(4) || b * c / 4 > max {
+        return None;
+    }
+    let kernel = Kernel::new(
+        if unpatch { "unpatchify" } else { "patchify" },
+        &["patchify_vec4.wgsl"],
+    )
+    .constant("UNPATCH", unpatch as u32)
+    .constant("CHANNEL_LAST", (order == PatchOrder::ChannelLast) as u32);
+    let params = vec![(c / 4) as u32, h as u32, w as u32];
+    let grid = [
+        (w / 4).div_ceil(8) as u32,
+        (h / 2).div_ceil(8) as u32,
+        (b * c / 4) as u32,
+    ];
+    Some((kernel, params, grid))
+}
+
 fn check_grid(op: &'static str, c: usize, h: usize, w: usize, patch: usize) -> Result<()> {
     if patch == 0 || !h.is_multiple_of(patch) || !w.is_multiple_of(patch) || c == 0 {
         return shape_err(
@@ -53,11 +81,16 @@ pub fn patchify(gpu: &Gpu, x: &Tensor, patch: usize, order: PatchOrder) -> Resul
         DType::F32,
     )?;
     let n = x.numel();
+    let (kernel, params, grid) =
+        patch_vec4(gpu, false, order, [b, c, h, w], patch).unwrap_or_else(|| {
+            let params = vec![n as u32, c as u32, h as u32, w as u32, patch as u32];
+            (patch_kernel(false, order), params, grid_flat(gpu, n))
+        });
     gpu.dispatch(
-        &patch_kernel(false, order),
-        words(&[n as u32, c as u32, h as u32, w as u32, patch as u32]),
+        &kernel,
+        words(&params),
         &[x.bind("x"), y.bind("y")],
-        grid_flat(gpu, n),
+        grid,
         Cost::new(0.0, 8.0 * n as f64),
     )?;
     Ok(y)
@@ -91,11 +124,16 @@ pub fn unpatchify(
     }
     let y = Tensor::empty(gpu, &[b, c, h, w], DType::F32)?;
     let n = y.numel();
+    let (kernel, params, grid) =
+        patch_vec4(gpu, true, order, [b, c, h, w], patch).unwrap_or_else(|| {
+            let params = vec![n as u32, c as u32, h as u32, w as u32, patch as u32];
+            (patch_kernel(true, order), params, grid_flat(gpu, n))
+        });
     gpu.dispatch(
-        &patch_kernel(true, order),
-        words(&[n as u32, c as u32, h as u32, w as u32, patch as u32]),
+        &kernel,
+        words(&params),
         &[t.bind("tokens"), y.bind("y")],
-        grid_flat(gpu, n),
+        grid,
         Cost::new(0.0, 8.0 * n as f64),
     )?;
     Ok(y)
