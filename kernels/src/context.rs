@@ -227,14 +227,16 @@ pub struct Gpu {
 type ScratchTexture = (u32, u32, wgpu::Texture, wgpu::TextureView);
 
 /// Scratch texture slots. `Packed` textures are written by pack kernels (storage binding);
-/// `Copied` ones are filled by buffer-to-texture copies (no storage usage: in a probe llvmpipe
-/// sampled them about 12 % faster).
+/// `Copied` and `Flat` ones are filled by buffer-to-texture copies (no storage usage: in a
+/// probe llvmpipe sampled them about 12 % faster). `Flat` has its own slot so that its wide
+/// rows do not widen the `Copied` texture of every matmul.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scratch {
     Packed = 0,
     Copied = 1,
     Keys = 2,
     Values = 3,
+    Flat = 4,
 }
 
 impl Gpu {
@@ -306,7 +308,7 @@ impl Gpu {
             errors,
             poison: Cell::new(false),
             staged: Cell::new(0),
-            scratch: RefCell::new(vec![None, None, None, None]),
+            scratch: RefCell::new(vec![None, None, None, None, None]),
             unused: device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("unused operand"),
                 size: 16,
@@ -364,7 +366,7 @@ impl Gpu {
                 limit_name: "max_texture_dimension_2d",
             });
         }
-        let writer = if slot == Scratch::Copied {
+        let writer = if matches!(slot, Scratch::Copied | Scratch::Flat) {
             wgpu::TextureUsages::COPY_DST
         } else {
             wgpu::TextureUsages::STORAGE_BINDING
@@ -394,14 +396,15 @@ impl Gpu {
         Ok((texture, view))
     }
 
-    /// Record a copy of `rows` rows of `row_bytes` (a multiple of 256) from `buffer` at `offset`
-    /// into the top-left of `texture`.
+    /// Record a copy of `rows` rows, `row_bytes` apart in `buffer` from `offset` (a multiple of
+    /// 256 unless one row), into `width` texels of `texture`'s rows from `first_row` on.
     pub(crate) fn copy_to_texture(
         &self,
         buffer: &wgpu::Buffer,
         offset: u64,
         row_bytes: u32,
-        rows: u32,
+        [width, rows]: [u32; 2],
+        first_row: u32,
         texture: &wgpu::Texture,
     ) {
         self.with_encoder(|enc| {
@@ -417,11 +420,15 @@ impl Gpu {
                 wgpu::TexelCopyTextureInfo {
                     texture,
                     mip_level: 0,
-                    origin: wgpu::Origin3d::ZERO,
+                    origin: wgpu::Origin3d {
+                        x: 0,
+                        y: first_row,
+                        z: 0,
+                    },
                     aspect: wgpu::TextureAspect::All,
                 },
                 wgpu::Extent3d {
-                    width: row_bytes / 16,
+                    width,
                     height: rows,
                     depth_or_array_layers: 1,
                 },

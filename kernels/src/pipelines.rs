@@ -49,6 +49,8 @@ shader_table!(
     "rows_in_texture.wgsl",
     "layer_norm.wgsl",
     "rms_norm.wgsl",
+    "flat_in_buffer.wgsl",
+    "flat_in_texture.wgsl",
     "group_norm.wgsl",
     "modulate.wgsl",
     "gated_residual.wgsl",

@@ -608,36 +608,61 @@ fn rms_norm_and_rope_on_head_segments() {
 #[test]
 fn group_norm_with_silu() {
     let mut r = rng("group_norm");
-    for gpu in gpus() {
-        // 5 x 7 pixels take the scalar kernel, 4 x 6 the vec4 one.
-        for (h, w) in [(5, 7), (4, 6)] {
-            let (b, c, groups) = (2, 12, 4);
-            let x: Vec<f32> = randn(&mut r, b * c * h * w, 3.0)
-                .iter()
-                .map(|v| v + 50.0)
-                .collect();
-            let wt = randn(&mut r, c, 1.0);
-            let bt = randn(&mut r, c, 1.0);
-            let y = ops::norm::group_norm(
-                &gpu,
-                &Tensor::from_f32(&gpu, &[b, c, h, w], &x).unwrap(),
-                groups,
-                &Tensor::from_f32(&gpu, &[c], &wt).unwrap(),
-                &Tensor::from_f32(&gpu, &[c], &bt).unwrap(),
-                1e-6,
-                Act::Silu,
-            )
-            .unwrap();
-            let want = cpu::group_norm(&x, c, h * w, groups, &wt, &bt, 1e-6, Act::Silu);
-            assert_close(
-                &format!("group_norm silu {h}x{w}"),
-                &gpu,
-                &y.to_vec(&gpu).unwrap(),
-                &want,
-                5e-6,
-            );
+    for mut gpu in gpus() {
+        // Textures 16 texels wide and high: 20 groups of 18 texels go in dispatches of 14 and
+        // 6 groups, the first filling 15 whole texture rows and part of a 16th. First, while
+        // the scratch texture is no larger than the lowered limit.
+        gpu.caps.software = true;
+        let limit = gpu.limits.max_texture_dimension_2d;
+        gpu.limits.max_texture_dimension_2d = 16;
+        check_group_norm(&gpu, &mut r, "in chunks", 5, 4, 6);
+        gpu.limits.max_texture_dimension_2d = limit;
+        // Both configurations on each adapter: software (x read through the flat texture when
+        // pixels are vec4s) and hardware (x from the buffer).
+        for software in [true, false] {
+            gpu.caps.software = software;
+            // 5 x 7 pixels take the scalar kernel, 4 x 6 the vec4 one.
+            for (h, w) in [(5, 7), (4, 6)] {
+                check_group_norm(
+                    &gpu,
+                    &mut r,
+                    &format!("{h}x{w} software={software}"),
+                    2,
+                    h,
+                    w,
+                );
+            }
         }
     }
+}
+
+/// GroupNorm + SiLU of `b` samples of 12 channels of h x w in 4 groups, offset by 50.
+fn check_group_norm(gpu: &Gpu, r: &mut StdRng, label: &str, b: usize, h: usize, w: usize) {
+    let (c, groups) = (12, 4);
+    let x: Vec<f32> = randn(r, b * c * h * w, 3.0)
+        .iter()
+        .map(|v| v + 50.0)
+        .collect();
+    let wt = randn(r, c, 1.0);
+    let bt = randn(r, c, 1.0);
+    let y = ops::norm::group_norm(
+        gpu,
+        &Tensor::from_f32(gpu, &[b, c, h, w], &x).unwrap(),
+        groups,
+        &Tensor::from_f32(gpu, &[c], &wt).unwrap(),
+        &Tensor::from_f32(gpu, &[c], &bt).unwrap(),
+        1e-6,
+        Act::Silu,
+    )
+    .unwrap();
+    let want = cpu::group_norm(&x, c, h * w, groups, &wt, &bt, 1e-6, Act::Silu);
+    assert_close(
+        &format!("group_norm silu {label}"),
+        gpu,
+        &y.to_vec(gpu).unwrap(),
+        &want,
+        5e-6,
+    );
 }
 
 #[test]

@@ -10,11 +10,15 @@ const LIBRARY: [&str; 2] = ["common.wgsl", "workgroup_sum.wgsl"];
 const WELFORD: &str = "welford.wgsl";
 /// Operands of the buffer matmuls, composed before linear.wgsl and linear_tiled.wgsl.
 const LINEAR_IO: &str = "linear_io.wgsl";
-/// Where row kernels that call `x_at` read their input: each with the element snippets it
-/// serves (texels are vec4s).
+/// Where kernels that call `x_at` (rows) or `x_flat` read their input: each with the element
+/// snippets it serves (texels are vec4s).
 const ROWS_IN: [(&str, &[&str]); 2] = [
     ("rows_in_buffer.wgsl", &["elem_f32.wgsl", "elem_vec4.wgsl"]),
     ("rows_in_texture.wgsl", &["elem_vec4.wgsl"]),
+];
+const FLAT_IN: [(&str, &[&str]); 2] = [
+    ("flat_in_buffer.wgsl", &["elem_f32.wgsl", "elem_vec4.wgsl"]),
+    ("flat_in_texture.wgsl", &["elem_vec4.wgsl"]),
 ];
 
 const SNIPPETS: [&str; 4] = [
@@ -36,7 +40,7 @@ fn every_shader_validates_with_every_dtype_snippet() {
                 && !LIBRARY.contains(f)
                 && *f != WELFORD
                 && *f != LINEAR_IO
-                && !ROWS_IN.iter().any(|(r, _)| r == f)
+                && !ROWS_IN.iter().chain(&FLAT_IN).any(|(r, _)| r == f)
         })
         .collect();
     assert!(
@@ -71,13 +75,20 @@ fn every_shader_validates_with_every_dtype_snippet() {
                 .chain([kernel])
                 .collect()
         };
-        let variants: Vec<Vec<&'static str>> = if text.contains("x_at(") {
-            ROWS_IN
+        let inputs = if text.contains("x_at(") {
+            &ROWS_IN[..]
+        } else if text.contains("x_flat(") {
+            &FLAT_IN[..]
+        } else {
+            &[]
+        };
+        let variants: Vec<Vec<&'static str>> = if !inputs.is_empty() {
+            inputs
                 .iter()
-                .flat_map(|(rows_in, elems)| {
+                .flat_map(|(input, elems)| {
                     elems.iter().map(|elem| {
                         let mut parts = compose_with(Some(elem));
-                        parts.insert(parts.len() - 1, rows_in);
+                        parts.insert(parts.len() - 1, input);
                         parts
                     })
                 })
@@ -89,11 +100,12 @@ fn every_shader_validates_with_every_dtype_snippet() {
         };
         // Sizes the ops define at build time: the reduction width (workgroup_sum.wgsl or
         // welford.wgsl, part of every composition here), the sets welford.wgsl reduces at once
-        // (layer_norm's rows per workgroup) and attention_texture's head dim / 4.
+        // (layer_norm's rows per workgroup), flat_in_texture.wgsl's row width and
+        // attention_texture's head dim / 4.
         let defines: &[(&str, u32)] = if text.contains("array<vec4<f32>, D4>") {
             &[("WG", 256), ("D4", 16)]
         } else if text.contains("workgroup_stats(") {
-            &[("WG", 256), ("SETS", 2)]
+            &[("WG", 256), ("SETS", 2), ("FLAT_WIDTH", 4096)]
         } else {
             &[("WG", 256)]
         };

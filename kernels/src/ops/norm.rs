@@ -3,7 +3,7 @@
 
 use crate::context::{Bind, Gpu};
 use crate::error::{KernelError, Result, shape_err};
-use crate::ops::pack::rows_texture;
+use crate::ops::pack::{flat_texture, flat_width, rows_texture};
 use crate::ops::{Act, chunks_max, elem_width, expect_f32, grid_flat, reduction_width, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
@@ -66,6 +66,9 @@ impl Modulation<'_> {
 fn per_group(gpu: &Gpu) -> usize {
     if gpu.caps.software { 8 } else { 1 }
 }
+
+/// Texels of the flat texture GroupNorm fills at a time on software adapters (256 MiB).
+const FLAT_TEXELS: usize = 1 << 24;
 
 /// LayerNorm over the last dimension: (x - mean) / sqrt(var + eps), then optional affine
 /// weight/bias, then optional modulation x * (1 + scale) + shift.
@@ -282,30 +285,69 @@ pub fn group_norm(
     }
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
     let (snippet, vw) = elem_width(h * w, 0);
-    let params = [
-        *c as u32,
-        groups as u32,
-        (h * w / vw) as u32,
-        eps.to_bits(),
-        act as u32,
-    ];
-    let n = x.numel() as f64;
-    gpu.dispatch(
-        &Kernel::new(
-            OP,
-            &["common.wgsl", snippet, "welford.wgsl", "group_norm.wgsl"],
-        )
-        .define("WG", reduction_width(gpu))
-        .define("SETS", 1),
-        words(&params),
+    let hw = h * w / vw;
+    let span = *c / groups * hw;
+    let total = b * groups;
+    if total == 0 || span == 0 {
+        return Ok(y);
+    }
+    // Software adapters read x through the flat texture (flat_in_texture.wgsl), as many whole
+    // groups at a time as fill at most FLAT_TEXELS texels; everything else reads the buffer.
+    let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    let width = flat_width(gpu);
+    let max_rows = (gpu.limits.max_texture_dimension_2d as usize).min(FLAT_TEXELS / width);
+    let texture = gpu.caps.software && vw == 4 && span <= width * max_rows;
+    let (input, per_dispatch) = if texture {
+        ("flat_in_texture.wgsl", (width * max_rows / span).min(max_x))
+    } else {
+        ("flat_in_buffer.wgsl", max_x)
+    };
+    let kernel = Kernel::new(
+        OP,
         &[
-            x.bind("x"),
-            weight.bind("weight"),
-            bias.bind("bias"),
-            y.bind("y"),
+            "common.wgsl",
+            snippet,
+            input,
+            "welford.wgsl",
+            "group_norm.wgsl",
         ],
-        [groups as u32, *b as u32, 1],
-        Cost::new(10.0 * n, 8.0 * n),
-    )?;
+    )
+    .define("WG", reduction_width(gpu))
+    .define("SETS", 1)
+    .define("FLAT_WIDTH", width as u32)
+    // Every index is in range by the checks above.
+    .trusted();
+    for first in (0..total).step_by(per_dispatch) {
+        let count = per_dispatch.min(total - first);
+        let params = [
+            first as u32,
+            (first * span) as u32,
+            *c as u32,
+            groups as u32,
+            hw as u32,
+            eps.to_bits(),
+            act as u32,
+        ];
+        let view;
+        let x_bind = if texture {
+            view = flat_texture(gpu, x, first * span..(first + count) * span)?;
+            Bind::Texture(&view)
+        } else {
+            x.bind("x")
+        };
+        let n = (count * span * vw) as f64;
+        gpu.dispatch(
+            &kernel,
+            words(&params),
+            &[
+                x_bind,
+                weight.bind("weight"),
+                bias.bind("bias"),
+                y.bind("y"),
+            ],
+            [count as u32, 1, 1],
+            Cost::new(10.0 * n, 8.0 * n),
+        )?;
+    }
     Ok(y)
 }

@@ -67,7 +67,8 @@ pub(crate) fn rows_texture(
     let offset = (rows.start * k * 4) as u64;
     if (k * 4).is_multiple_of(256) {
         let (tex, view) = gpu.scratch_texture(Scratch::Copied, texels as u32, mc as u32)?;
-        gpu.copy_to_texture(x.buffer(), offset, (k * 4) as u32, mc as u32, &tex);
+        let size = [texels as u32, mc as u32];
+        gpu.copy_to_texture(x.buffer(), offset, (k * 4) as u32, size, 0, &tex);
         return Ok(view);
     }
     let (_, view) = gpu.scratch_texture(Scratch::Packed, texels as u32, mc as u32)?;
@@ -88,5 +89,44 @@ pub(crate) fn rows_texture(
         &view,
         p,
     )?;
+    Ok(view)
+}
+
+/// Texels per row of the flat input texture (flat_in_texture.wgsl's FLAT_WIDTH): 4096, or
+/// the device's texture width limit if lower.
+pub(crate) fn flat_width(gpu: &Gpu) -> usize {
+    (gpu.limits.max_texture_dimension_2d as usize).min(4096)
+}
+
+/// Put vec4s `span` of x (flat, in vec4 units) into the flat scratch texture, flat_width
+/// texels per row, for kernels that read through flat_in_texture.wgsl.
+pub(crate) fn flat_texture(
+    gpu: &Gpu,
+    x: &Tensor,
+    span: std::ops::Range<usize>,
+) -> Result<wgpu::TextureView> {
+    let width = flat_width(gpu);
+    let (full, rest) = (span.len() / width, span.len() % width);
+    let height = full + usize::from(rest > 0);
+    let (tex, view) = gpu.scratch_texture(Scratch::Flat, width as u32, height as u32)?;
+    let offset = (span.start * 16) as u64;
+    // Rows of a multi-row copy must be 256-byte multiples apart: true of 4096 texels, and of
+    // any width a test lowers the limit to that is a multiple of 16.
+    let row_bytes = (width * 16) as u32;
+    if full > 0 {
+        let size = [width as u32, full as u32];
+        gpu.copy_to_texture(x.buffer(), offset, row_bytes, size, 0, &tex);
+    }
+    if rest > 0 {
+        let at = offset + u64::from(row_bytes) * full as u64;
+        gpu.copy_to_texture(
+            x.buffer(),
+            at,
+            row_bytes,
+            [rest as u32, 1],
+            full as u32,
+            &tex,
+        );
+    }
     Ok(view)
 }
