@@ -17,41 +17,38 @@ pub enum PatchOrder {
     ChannelLast,
 }
 
-fn patch_kernel(unpatch: bool, order: PatchOrder) -> Kernel {
-    Kernel::new(
-        if unpatch { "unpatchify" } else { "patchify" },
-        &["common.wgsl", "patchify.wgsl"],
-    )
-    .constant("UNPATCH", unpatch as u32)
-    .constant("CHANNEL_LAST", (order == PatchOrder::ChannelLast) as u32)
-}
-
-/// The vec4 kernel (patchify_vec4.wgsl) for 2x2 patches, 4 channels and 4 columns at a
-/// time, with its grid; None where the shape needs the per-float kernel.
-fn patch_vec4(
+/// The kernel, parameters and grid that move [B, C, H, W] to or from patch tokens: for 2x2
+/// patches with channels and width multiples of 4, four channels and four columns at a time
+/// (patchify_vec4.wgsl), else one float per invocation (patchify.wgsl).
+fn patch_dispatch(
     gpu: &Gpu,
     unpatch: bool,
     order: PatchOrder,
     [b, c, h, w]: [usize; 4],
     patch: usize,
-) -> Option<(Kernel, Vec<u32>, [u32; 3])> {
+) -> (Kernel, Vec<u32>, [u32; 3]) {
     let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
-    if patch != 2 || !c.is_multiple_of(4) || !w.is_multiple_of(4) || b * c / 4 > max {
-        return None;
+    let vec4 = patch == 2 && c.is_multiple_of(4) && w.is_multiple_of(4) && b * c / 4 <= max;
+    let parts: &[&'static str] = if vec4 {
+        &["patchify_vec4.wgsl"]
+    } else {
+        &["common.wgsl", "patchify.wgsl"]
+    };
+    let kernel = Kernel::new(if unpatch { "unpatchify" } else { "patchify" }, parts)
+        .constant("UNPATCH", unpatch as u32)
+        .constant("CHANNEL_LAST", (order == PatchOrder::ChannelLast) as u32);
+    if vec4 {
+        let grid = [
+            (w / 4).div_ceil(8) as u32,
+            (h / 2).div_ceil(8) as u32,
+            (b * c / 4) as u32,
+        ];
+        (kernel, vec![(c / 4) as u32, h as u32, w as u32], grid)
+    } else {
+        let n = b * c * h * w;
+        let params = vec![n as u32, c as u32, h as u32, w as u32, patch as u32];
+        (kernel, params, grid_flat(gpu, n))
     }
-    let kernel = Kernel::new(
-        if unpatch { "unpatchify" } else { "patchify" },
-        &["patchify_vec4.wgsl"],
-    )
-    .constant("UNPATCH", unpatch as u32)
-    .constant("CHANNEL_LAST", (order == PatchOrder::ChannelLast) as u32);
-    let params = vec![(c / 4) as u32, h as u32, w as u32];
-    let grid = [
-        (w / 4).div_ceil(8) as u32,
-        (h / 2).div_ceil(8) as u32,
-        (b * c / 4) as u32,
-    ];
-    Some((kernel, params, grid))
 }
 
 fn check_grid(op: &'static str, c: usize, h: usize, w: usize, patch: usize) -> Result<()> {
@@ -81,11 +78,7 @@ pub fn patchify(gpu: &Gpu, x: &Tensor, patch: usize, order: PatchOrder) -> Resul
         DType::F32,
     )?;
     let n = x.numel();
-    let (kernel, params, grid) =
-        patch_vec4(gpu, false, order, [b, c, h, w], patch).unwrap_or_else(|| {
-            let params = vec![n as u32, c as u32, h as u32, w as u32, patch as u32];
-            (patch_kernel(false, order), params, grid_flat(gpu, n))
-        });
+    let (kernel, params, grid) = patch_dispatch(gpu, false, order, [b, c, h, w], patch);
     gpu.dispatch(
         &kernel,
         words(&params),
@@ -124,11 +117,7 @@ pub fn unpatchify(
     }
     let y = Tensor::empty(gpu, &[b, c, h, w], DType::F32)?;
     let n = y.numel();
-    let (kernel, params, grid) =
-        patch_vec4(gpu, true, order, [b, c, h, w], patch).unwrap_or_else(|| {
-            let params = vec![n as u32, c as u32, h as u32, w as u32, patch as u32];
-            (patch_kernel(true, order), params, grid_flat(gpu, n))
-        });
+    let (kernel, params, grid) = patch_dispatch(gpu, true, order, [b, c, h, w], patch);
     gpu.dispatch(
         &kernel,
         words(&params),

@@ -295,10 +295,11 @@ pub fn group_norm(
     // groups at a time as fill at most FLAT_TEXELS texels; everything else reads the buffer.
     let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;
     let width = flat_width(gpu);
-    let max_rows = (gpu.limits.max_texture_dimension_2d as usize).min(FLAT_TEXELS / width);
-    let texture = gpu.caps.software && vw == 4 && span <= width * max_rows;
+    let max_rows = gpu.limits.max_texture_dimension_2d as usize;
+    let max_span = FLAT_TEXELS.min(width * max_rows);
+    let texture = gpu.caps.software && vw == 4 && span <= max_span;
     let (input, per_dispatch) = if texture {
-        ("flat_in_texture.wgsl", (width * max_rows / span).min(max_x))
+        ("flat_in_texture.wgsl", (max_span / span).min(max_x))
     } else {
         ("flat_in_buffer.wgsl", max_x)
     };

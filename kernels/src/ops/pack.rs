@@ -92,10 +92,11 @@ pub(crate) fn rows_texture(
     Ok(view)
 }
 
-/// Texels per row of the flat input texture (flat_in_texture.wgsl's FLAT_WIDTH): 4096, or
-/// the device's texture width limit if lower.
+/// Texels per row of the flat input texture (flat_in_texture.wgsl's FLAT_WIDTH): 4096, or the
+/// device's texture width limit if lower, in multiples of 16 (rows of a multi-row copy must
+/// be 256 bytes apart); 0 where the limit is below 16.
 pub(crate) fn flat_width(gpu: &Gpu) -> usize {
-    (gpu.limits.max_texture_dimension_2d as usize).min(4096)
+    (gpu.limits.max_texture_dimension_2d as usize).min(4096) / 16 * 16
 }
 
 /// Put vec4s `span` of x (flat, in vec4 units) into the flat scratch texture, flat_width
@@ -110,8 +111,6 @@ pub(crate) fn flat_texture(
     let height = full + usize::from(rest > 0);
     let (tex, view) = gpu.scratch_texture(Scratch::Flat, width as u32, height as u32)?;
     let offset = (span.start * 16) as u64;
-    // Rows of a multi-row copy must be 256-byte multiples apart: true of 4096 texels, and of
-    // any width a test lowers the limit to that is a multiple of 16.
     let row_bytes = (width * 16) as u32;
     if full > 0 {
         let size = [width as u32, full as u32];
