@@ -354,18 +354,20 @@ impl Gpu {
         {
             return Ok((tex.clone(), view.clone()));
         }
-        let (w, h) = entry.as_ref().map_or((width, height), |(w, h, ..)| {
-            ((*w).max(width), (*h).max(height))
-        });
         let max = self.limits.max_texture_dimension_2d;
-        if w > max || h > max {
+        if width > max || height > max {
             return Err(KernelError::TooLarge {
-                what: format!("a {w}x{h} scratch texture"),
-                bytes: u64::from(w.max(h)),
+                what: format!("a {width}x{height} scratch texture"),
+                bytes: u64::from(width.max(height)),
                 limit: u64::from(max),
                 limit_name: "max_texture_dimension_2d",
             });
         }
+        // Grow to cover the old size too (within the limit), so that alternating shapes do not
+        // reallocate at every dispatch.
+        let (w, h) = entry.as_ref().map_or((width, height), |(w, h, ..)| {
+            ((*w).max(width).min(max), (*h).max(height).min(max))
+        });
         let writer = if matches!(slot, Scratch::Copied | Scratch::Flat) {
             wgpu::TextureUsages::COPY_DST
         } else {

@@ -109,6 +109,8 @@ pub fn layer_norm(
     // the texture height and the pack kernel's binding; everything else reads the buffer in
     // one dispatch.
     let max_tex = gpu.limits.max_texture_dimension_2d as usize;
+    let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    let rows_per_group = per_group(gpu);
     let texture = gpu.caps.software && w == 4 && d / 4 <= max_tex;
     let (rows_in, ranges) = if texture {
         let align = u64::from(gpu.limits.min_storage_buffer_offset_alignment);
@@ -129,7 +131,7 @@ pub fn layer_norm(
         ],
     )
     .define("WG", reduction_width(gpu))
-    .define("SETS", per_group(gpu) as u32)
+    .define("SETS", rows_per_group as u32)
     // Every index is in range by the checks above; naga's clamps measured about 10 % here.
     .trusted();
     for std::ops::Range { start, end } in ranges {
@@ -163,8 +165,7 @@ pub fn layer_norm(
                 .map_or_else(|| gpu.unused(), |m| m.table.bind("modulation")),
             y.bind("y"),
         ];
-        let row_groups = (end - start).div_ceil(per_group(gpu));
-        let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;
+        let row_groups = (end - start).div_ceil(rows_per_group);
         let groups = [
             row_groups.min(max_x) as u32,
             row_groups.div_ceil(max_x) as u32,
