@@ -1,9 +1,9 @@
-// Fused attention for software adapters: keys and values are read from rgba32float textures
-// (packed by pack_texture.wgsl: row b * lk + t, head h at texels h * D4 ..), which llvmpipe
-// fetches vectorised, and each invocation carries eight queries (two groups of four, a and b,
-// whose scores, maxima and sums are vec4s) so every fetched key or value texel feeds eight dot
-// products: 1.2-1.7x faster than four queries on lavapipe (L = 1024 and 4429, head dims 64 and
-// 128). Online softmax as in attention.wgsl; no L x L matrix.
+// Fused attention for software adapters: keys and values are read from read-only rgba32float
+// storage textures (packed by pack_texture.wgsl: row b * lk + t, head h at texels h * D4 ..),
+// which llvmpipe loads vectorised, and each invocation carries eight queries (two groups of
+// four, a and b, whose scores, maxima and sums are vec4s) so every loaded key or value texel
+// feeds eight dot products: 1.2-1.7x faster than four queries on lavapipe (L = 1024 and 4429,
+// head dims 64 and 128). Online softmax as in attention.wgsl; no L x L matrix.
 // D4 (head dim / 4) is defined by the op before this file: exact-size private arrays and
 // constant loop bounds let the compiler unroll them.
 
@@ -20,8 +20,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var kt: texture_2d<f32>;
-@group(0) @binding(3) var vt: texture_2d<f32>;
+@group(0) @binding(2) var kt: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(3) var vt: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(4) var<storage, read_write> o: array<vec4<f32>>;
 
 var<private> q0: array<vec4<f32>, D4>;
@@ -97,7 +97,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         var sa = vec4<f32>(0.0);
         var sb = vec4<f32>(0.0);
         for (var j = 0u; j < D4; j++) {
-            let kv = textureLoad(kt, vec2<u32>(col0 + j, r), 0);
+            let kv = textureLoad(kt, vec2<u32>(col0 + j, r));
             sa += vec4<f32>(dot(q0[j], kv), dot(q1[j], kv), dot(q2[j], kv), dot(q3[j], kv));
             sb += vec4<f32>(dot(q4[j], kv), dot(q5[j], kv), dot(q6[j], kv), dot(q7[j], kv));
         }
@@ -112,7 +112,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         run_sum_b = run_sum_b * cb + eb;
         run_max_b = mb;
         for (var j = 0u; j < D4; j++) {
-            let vv = textureLoad(vt, vec2<u32>(col0 + j, r), 0);
+            let vv = textureLoad(vt, vec2<u32>(col0 + j, r));
             acc0[j] = acc0[j] * ca.x + ea.x * vv;
             acc1[j] = acc1[j] * ca.y + ea.y * vv;
             acc2[j] = acc2[j] * ca.z + ea.z * vv;

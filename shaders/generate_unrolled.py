@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes linear_texture.wgsl and linear_texture_k8.wgsl, the fully unrolled matmuls for
-software adapters (16 x 16 outputs per invocation, x and W read through textures): W texels
+software adapters (16 x 16 outputs per invocation, x and W read through storage textures): W texels
 of four k (f32, or halves in rgba16 formats) or of eight k (f16/bf16 packed in rgba32uint,
 which halves the weight fetches).
 
@@ -17,15 +17,17 @@ HERE = Path(__file__).resolve().parent
 def linear_texture(kpt=4, tm=16, tn=16, wx=8, wy=16):
     nb = tn // 4
     if kpt == 4:
-        w_layout = """W as [K/4, N] in its stored dtype (the dtype snippet's WTexel and
-// w_texel)"""
+        w_layout = """W as [K/4, N] in its stored dtype (the dtype snippet's texture
+// format and w_texel)"""
     else:
         w_layout = """W as [K/8, N], eight f16 or bf16 weights per rgba32uint texel
 // (the snippet's w_lo and w_hi widen its first and last four)"""
-    lines = [f"""// y = act(x W^T + b) with both operands read through textures: x as rgba32float [K/4, M] (packed
-// by pack_texture.wgsl), {w_layout}. Software rasterisers (Mesa's llvmpipe) fetch texels
-// vectorised but split every buffer load into a per-lane loop, so on them this runs several
-// times faster than linear.wgsl.
+    lines = [f"""// y = act(x W^T + b) with both operands read through read-only storage textures: x as
+// rgba32float [K/4, M] (packed by pack_texture.wgsl), {w_layout}. Software rasterisers (Mesa's
+// llvmpipe) load texels vectorised but split every buffer load into a per-lane loop, so on
+// them this runs several times faster than linear.wgsl; and Mesa 22's llvmpipe inlines storage
+// texture loads where it calls a function per sampled-texture fetch (which also spills every
+// live register around the call).
 // Fully unrolled {tm} x {tn} register block per invocation (see linear.wgsl for the scheme).
 // Output rows go to y[row * ldy + col], or with `pix` > 0 to the NCHW position of a conv
 // output pixel: y[((row / pix) * ldy + col) * pix + row % pix] (im2col convolution).
@@ -46,8 +48,8 @@ struct Params {{
 }}
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var xt: texture_2d<f32>;
-@group(0) @binding(2) var wt: texture_2d<WTexel>;
+@group(0) @binding(1) var xt: texture_storage_2d<rgba32float, read>;
+// Binding 2, the weight texture `wt`, is declared by the dtype snippet (its format differs).
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
@@ -90,14 +92,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
         halves = [("w_texel", "k")]
     else:
         lines += [
-            f"        let wt{j} = textureLoad(wt, vec2<u32>(k, wr{j}), 0);" for j in range(tn)
+            f"        let wt{j} = textureLoad(wt, vec2<u32>(k, wr{j}));" for j in range(tn)
         ]
         halves = [("w_lo", "2u * k"), ("w_hi", "2u * k + 1u")]
     for h, (widen, xk) in enumerate(halves):
         for b in range(nb):
             if kpt == 4:
                 texels = ", ".join(
-                    f"w_texel(textureLoad(wt, vec2<u32>(k, wr{4 * b + c}), 0))" for c in range(4)
+                    f"w_texel(textureLoad(wt, vec2<u32>(k, wr{4 * b + c})))" for c in range(4)
                 )
             else:
                 texels = ", ".join(f"{widen}(wt{4 * b + c})" for c in range(4))
@@ -106,7 +108,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
         wm = "wm" if h == 0 else "wn"
         xv = "xv" if h == 0 else "xw"
         for i in range(tm):
-            lines.append(f"        let {xv}{i} = textureLoad(xt, vec2<u32>({xk}, xr{i}), 0);")
+            lines.append(f"        let {xv}{i} = textureLoad(xt, vec2<u32>({xk}, xr{i}));")
             lines += [f"        acc{i}_{b} += {xv}{i} * {wm}{b};" for b in range(nb)]
     lines.append("    }")
     lines += [f"    store(m0 + {i}u, n0 + {4 * b}u, acc{i}_{b});" for i in range(tm) for b in range(nb)]

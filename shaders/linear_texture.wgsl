@@ -1,8 +1,10 @@
-// y = act(x W^T + b) with both operands read through textures: x as rgba32float [K/4, M] (packed
-// by pack_texture.wgsl), W as [K/4, N] in its stored dtype (the dtype snippet's WTexel and
-// w_texel). Software rasterisers (Mesa's llvmpipe) fetch texels
-// vectorised but split every buffer load into a per-lane loop, so on them this runs several
-// times faster than linear.wgsl.
+// y = act(x W^T + b) with both operands read through read-only storage textures: x as
+// rgba32float [K/4, M] (packed by pack_texture.wgsl), W as [K/4, N] in its stored dtype (the dtype snippet's texture
+// format and w_texel). Software rasterisers (Mesa's
+// llvmpipe) load texels vectorised but split every buffer load into a per-lane loop, so on
+// them this runs several times faster than linear.wgsl; and Mesa 22's llvmpipe inlines storage
+// texture loads where it calls a function per sampled-texture fetch (which also spills every
+// live register around the call).
 // Fully unrolled 16 x 16 register block per invocation (see linear.wgsl for the scheme).
 // Output rows go to y[row * ldy + col], or with `pix` > 0 to the NCHW position of a conv
 // output pixel: y[((row / pix) * ldy + col) * pix + row % pix] (im2col convolution).
@@ -23,8 +25,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var xt: texture_2d<f32>;
-@group(0) @binding(2) var wt: texture_2d<WTexel>;
+@group(0) @binding(1) var xt: texture_storage_2d<rgba32float, read>;
+// Binding 2, the weight texture `wt`, is declared by the dtype snippet (its format differs).
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
@@ -156,86 +158,86 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc15_2 = vec4<f32>(0.0);
     var acc15_3 = vec4<f32>(0.0);
     for (var k = 0u; k < p.kt; k++) {
-        let wm0 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr0), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr1), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr2), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr3), 0)));
-        let wm1 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr4), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr5), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr6), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr7), 0)));
-        let wm2 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr8), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr9), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr10), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr11), 0)));
-        let wm3 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr12), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr13), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr14), 0)), w_texel(textureLoad(wt, vec2<u32>(k, wr15), 0)));
-        let xv0 = textureLoad(xt, vec2<u32>(k, xr0), 0);
+        let wm0 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr0))), w_texel(textureLoad(wt, vec2<u32>(k, wr1))), w_texel(textureLoad(wt, vec2<u32>(k, wr2))), w_texel(textureLoad(wt, vec2<u32>(k, wr3))));
+        let wm1 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr4))), w_texel(textureLoad(wt, vec2<u32>(k, wr5))), w_texel(textureLoad(wt, vec2<u32>(k, wr6))), w_texel(textureLoad(wt, vec2<u32>(k, wr7))));
+        let wm2 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr8))), w_texel(textureLoad(wt, vec2<u32>(k, wr9))), w_texel(textureLoad(wt, vec2<u32>(k, wr10))), w_texel(textureLoad(wt, vec2<u32>(k, wr11))));
+        let wm3 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr12))), w_texel(textureLoad(wt, vec2<u32>(k, wr13))), w_texel(textureLoad(wt, vec2<u32>(k, wr14))), w_texel(textureLoad(wt, vec2<u32>(k, wr15))));
+        let xv0 = textureLoad(xt, vec2<u32>(k, xr0));
         acc0_0 += xv0 * wm0;
         acc0_1 += xv0 * wm1;
         acc0_2 += xv0 * wm2;
         acc0_3 += xv0 * wm3;
-        let xv1 = textureLoad(xt, vec2<u32>(k, xr1), 0);
+        let xv1 = textureLoad(xt, vec2<u32>(k, xr1));
         acc1_0 += xv1 * wm0;
         acc1_1 += xv1 * wm1;
         acc1_2 += xv1 * wm2;
         acc1_3 += xv1 * wm3;
-        let xv2 = textureLoad(xt, vec2<u32>(k, xr2), 0);
+        let xv2 = textureLoad(xt, vec2<u32>(k, xr2));
         acc2_0 += xv2 * wm0;
         acc2_1 += xv2 * wm1;
         acc2_2 += xv2 * wm2;
         acc2_3 += xv2 * wm3;
-        let xv3 = textureLoad(xt, vec2<u32>(k, xr3), 0);
+        let xv3 = textureLoad(xt, vec2<u32>(k, xr3));
         acc3_0 += xv3 * wm0;
         acc3_1 += xv3 * wm1;
         acc3_2 += xv3 * wm2;
         acc3_3 += xv3 * wm3;
-        let xv4 = textureLoad(xt, vec2<u32>(k, xr4), 0);
+        let xv4 = textureLoad(xt, vec2<u32>(k, xr4));
         acc4_0 += xv4 * wm0;
         acc4_1 += xv4 * wm1;
         acc4_2 += xv4 * wm2;
         acc4_3 += xv4 * wm3;
-        let xv5 = textureLoad(xt, vec2<u32>(k, xr5), 0);
+        let xv5 = textureLoad(xt, vec2<u32>(k, xr5));
         acc5_0 += xv5 * wm0;
         acc5_1 += xv5 * wm1;
         acc5_2 += xv5 * wm2;
         acc5_3 += xv5 * wm3;
-        let xv6 = textureLoad(xt, vec2<u32>(k, xr6), 0);
+        let xv6 = textureLoad(xt, vec2<u32>(k, xr6));
         acc6_0 += xv6 * wm0;
         acc6_1 += xv6 * wm1;
         acc6_2 += xv6 * wm2;
         acc6_3 += xv6 * wm3;
-        let xv7 = textureLoad(xt, vec2<u32>(k, xr7), 0);
+        let xv7 = textureLoad(xt, vec2<u32>(k, xr7));
         acc7_0 += xv7 * wm0;
         acc7_1 += xv7 * wm1;
         acc7_2 += xv7 * wm2;
         acc7_3 += xv7 * wm3;
-        let xv8 = textureLoad(xt, vec2<u32>(k, xr8), 0);
+        let xv8 = textureLoad(xt, vec2<u32>(k, xr8));
         acc8_0 += xv8 * wm0;
         acc8_1 += xv8 * wm1;
         acc8_2 += xv8 * wm2;
         acc8_3 += xv8 * wm3;
-        let xv9 = textureLoad(xt, vec2<u32>(k, xr9), 0);
+        let xv9 = textureLoad(xt, vec2<u32>(k, xr9));
         acc9_0 += xv9 * wm0;
         acc9_1 += xv9 * wm1;
         acc9_2 += xv9 * wm2;
         acc9_3 += xv9 * wm3;
-        let xv10 = textureLoad(xt, vec2<u32>(k, xr10), 0);
+        let xv10 = textureLoad(xt, vec2<u32>(k, xr10));
         acc10_0 += xv10 * wm0;
         acc10_1 += xv10 * wm1;
         acc10_2 += xv10 * wm2;
         acc10_3 += xv10 * wm3;
-        let xv11 = textureLoad(xt, vec2<u32>(k, xr11), 0);
+        let xv11 = textureLoad(xt, vec2<u32>(k, xr11));
         acc11_0 += xv11 * wm0;
         acc11_1 += xv11 * wm1;
         acc11_2 += xv11 * wm2;
         acc11_3 += xv11 * wm3;
-        let xv12 = textureLoad(xt, vec2<u32>(k, xr12), 0);
+        let xv12 = textureLoad(xt, vec2<u32>(k, xr12));
         acc12_0 += xv12 * wm0;
         acc12_1 += xv12 * wm1;
         acc12_2 += xv12 * wm2;
         acc12_3 += xv12 * wm3;
-        let xv13 = textureLoad(xt, vec2<u32>(k, xr13), 0);
+        let xv13 = textureLoad(xt, vec2<u32>(k, xr13));
         acc13_0 += xv13 * wm0;
         acc13_1 += xv13 * wm1;
         acc13_2 += xv13 * wm2;
         acc13_3 += xv13 * wm3;
-        let xv14 = textureLoad(xt, vec2<u32>(k, xr14), 0);
+        let xv14 = textureLoad(xt, vec2<u32>(k, xr14));
         acc14_0 += xv14 * wm0;
         acc14_1 += xv14 * wm1;
         acc14_2 += xv14 * wm2;
         acc14_3 += xv14 * wm3;
-        let xv15 = textureLoad(xt, vec2<u32>(k, xr15), 0);
+        let xv15 = textureLoad(xt, vec2<u32>(k, xr15));
         acc15_0 += xv15 * wm0;
         acc15_1 += xv15 * wm1;
         acc15_2 += xv15 * wm2;

@@ -1,6 +1,6 @@
 // Weight texels of bf16 weights packed eight per rgba32uint texel, two per u32 (the first in the
-// low half), for linear_texture_k8.wgsl. bf16 is the top half of an f32.
-alias WTexel = u32;
+// low half), for linear_texture_k8.wgsl (its binding 2). bf16 is the top half of an f32.
+@group(0) @binding(2) var wt: texture_storage_2d<rgba32uint, read>;
 
 fn bf16_pair(u: u32) -> vec2<f32> {
     return vec2<f32>(bitcast<f32>(u << 16u), bitcast<f32>(u & 0xffff0000u));

@@ -198,7 +198,8 @@ pub enum Bind<'a> {
         size: u64,
         label: &'a str,
     },
-    /// A sampled texture read with `textureLoad`, or a storage texture written by a pack kernel.
+    /// A storage texture: read-only by the matmul, norm and attention kernels, written by a pack
+    /// kernel.
     Texture(&'a wgpu::TextureView),
 }
 
@@ -226,10 +227,9 @@ pub struct Gpu {
 /// A cached scratch texture: its size, the texture (for copies) and its view (for bindings).
 type ScratchTexture = (u32, u32, wgpu::Texture, wgpu::TextureView);
 
-/// Scratch texture slots. `Packed` textures are written by pack kernels (storage binding);
-/// `Copied` and `Flat` ones are filled by buffer-to-texture copies (no storage usage: in a
-/// probe llvmpipe sampled them about 12 % faster). `Flat` has its own slot so that its wide
-/// rows do not widen the `Copied` texture of every matmul.
+/// Scratch texture slots. `Packed` textures are written by pack kernels; `Copied` and `Flat`
+/// ones are filled by buffer-to-texture copies. `Flat` has its own slot so that its wide rows
+/// do not widen the `Copied` texture of every matmul.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scratch {
     Packed = 0,
@@ -368,8 +368,10 @@ impl Gpu {
         let (w, h) = entry.as_ref().map_or((width, height), |(w, h, ..)| {
             ((*w).max(width).min(max), (*h).max(height).min(max))
         });
-        let writer = if matches!(slot, Scratch::Copied | Scratch::Flat) {
-            wgpu::TextureUsages::COPY_DST
+        // Kernels read every scratch texture as a read-only storage texture; some are filled by
+        // a copy, the others by a pack kernel's storage writes.
+        let usage = if matches!(slot, Scratch::Copied | Scratch::Flat) {
+            wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST
         } else {
             wgpu::TextureUsages::STORAGE_BINDING
         };
@@ -385,7 +387,7 @@ impl Gpu {
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | writer,
+            usage,
             view_formats: &[],
         });
         if let Some(e) = pollster::block_on(scope.pop()) {

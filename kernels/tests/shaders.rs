@@ -50,7 +50,7 @@ fn every_shader_validates_with_every_dtype_snippet() {
     );
     for kernel in kernels {
         let text = SHADERS.iter().find(|(f, _)| *f == kernel).unwrap().1;
-        // Kernels that read weights through `WPack` or `WTexel` are built with a dtype snippet,
+        // Kernels that read weights through `WPack` or `w_texel` are built with a dtype snippet,
         // the row kernels with an element snippet; each after the library files it uses.
         const ELEM: [&str; 2] = ["elem_f32.wgsl", "elem_vec4.wgsl"];
         let (snippets, library): (&[&str], &[&str]) = if text.contains("store_one(") {
@@ -59,8 +59,8 @@ fn every_shader_validates_with_every_dtype_snippet() {
             (&SNIPPETS, &LIBRARY)
         } else if text.contains("w_lo(") {
             (&["wtex_f16x8.wgsl", "wtex_bf16x8.wgsl"], &LIBRARY)
-        } else if text.contains("WTexel") {
-            (&["wtex_float.wgsl", "wtex_bf16.wgsl"], &LIBRARY)
+        } else if text.contains("w_texel(") {
+            (&["wtex_f32.wgsl", "wtex_f16.wgsl", "wtex_bf16.wgsl"], &LIBRARY)
         } else if text.contains("workgroup_stats(") {
             (&ELEM, &[LIBRARY[0], WELFORD])
         } else if text.contains("array<Elem>") {

@@ -114,7 +114,8 @@ fn texture_kernel(dtype: DType, per_texel: usize) -> Kernel {
         (DType::F16, 8) => ("wtex_f16x8.wgsl", "linear_texture_k8.wgsl"),
         (DType::BF16, 8) => ("wtex_bf16x8.wgsl", "linear_texture_k8.wgsl"),
         (DType::BF16, _) => ("wtex_bf16.wgsl", "linear_texture.wgsl"),
-        _ => ("wtex_float.wgsl", "linear_texture.wgsl"),
+        (DType::F16, _) => ("wtex_f16.wgsl", "linear_texture.wgsl"),
+        (DType::F32, _) => ("wtex_f32.wgsl", "linear_texture.wgsl"),
     };
     Kernel::new(texture_name(dtype), &[snippet, "common.wgsl", file]).trusted()
 }
