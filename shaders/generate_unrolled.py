@@ -47,19 +47,27 @@ struct Params {{
     pix: u32,
 }}
 
+// Matrix rows per weight texture row: with 8, texel t of row n sits at (8 t + n % 8, n / 8), so
+// the loads of eight lanes reading eight adjacent rows touch two cache lines instead of eight
+// lines a row apart, which alias in the cache when rows are a multiple of 4 KiB long (f32
+// 1024^3 on llvmpipe: 33-35 against 19-27 GFLOP/s in alternating runs; K = 1536, within the
+// noise); 1 (the plain layout) where the texture would be too wide. Set by matrix.rs.
+override INTERLEAVE: u32;
+
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var xt: texture_storage_2d<rgba32float, read>;
 // Binding 2, the weight texture `wt`, is declared by the dtype snippet (its format differs).
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
+// Columns n0, n0 + {wx}, n0 + {2 * wx}, n0 + {3 * wx} of row m.
 fn store(m: u32, n0: u32, v: vec4<f32>) {{
     if (m >= p.m) {{
         return;
     }}
     let row = p.m_off + m;
     for (var j = 0u; j < 4u; j++) {{
-        let n = n0 + j;
+        let n = n0 + {wx}u * j;
         if (n < p.n) {{
             var r = v[j];
             if (p.has_bias != 0u) {{
@@ -76,8 +84,14 @@ fn store(m: u32, n0: u32, v: vec4<f32>) {{
 }}
 
 @compute @workgroup_size({wx}, {wy})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
-    let n0 = gid.x * {tn}u;
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {{
+    // This invocation's columns are n0 + {wx} j: the {wx} lanes side by side along x take
+    // adjacent columns, whose texels the interleaved layout keeps adjacent.
+    let n0 = wid.x * {wx * tn}u + lid.x;
     let m0 = gid.y * {tm}u;
     if (n0 >= p.n || m0 >= p.m) {{
         return;
@@ -85,21 +99,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
     let last_m = p.m - 1u;
     let last_n = p.n - 1u;"""]
     lines += [f"    let xr{i} = min(m0 + {i}u, last_m);" for i in range(tm)]
-    lines += [f"    let wr{j} = min(n0 + {j}u, last_n);" for j in range(tn)]
+    lines += [f"    let wr{j} = min(n0 + {wx * j}u, last_n);" for j in range(tn)]
+    lines += [
+        f"    let wc{j} = vec2<u32>(wr{j} % INTERLEAVE, wr{j} / INTERLEAVE);" for j in range(tn)
+    ]
     lines += [f"    var acc{i}_{b} = vec4<f32>(0.0);" for i in range(tm) for b in range(nb)]
     lines.append("    for (var k = 0u; k < p.kt; k++) {")
+    lines.append("        let kw = vec2<u32>(k * INTERLEAVE, 0u);")
     if kpt == 4:
         halves = [("w_texel", "k")]
     else:
         lines += [
-            f"        let wt{j} = textureLoad(wt, vec2<u32>(k, wr{j}));" for j in range(tn)
+            f"        let wt{j} = textureLoad(wt, kw + wc{j});" for j in range(tn)
         ]
         halves = [("w_lo", "2u * k"), ("w_hi", "2u * k + 1u")]
     for h, (widen, xk) in enumerate(halves):
         for b in range(nb):
             if kpt == 4:
                 texels = ", ".join(
-                    f"w_texel(textureLoad(wt, vec2<u32>(k, wr{4 * b + c})))" for c in range(4)
+                    f"w_texel(textureLoad(wt, kw + wc{4 * b + c}))" for c in range(4)
                 )
             else:
                 texels = ", ".join(f"{widen}(wt{4 * b + c})" for c in range(4))
@@ -111,7 +129,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
             lines.append(f"        let {xv}{i} = textureLoad(xt, vec2<u32>({xk}, xr{i}));")
             lines += [f"        acc{i}_{b} += {xv}{i} * {wm}{b};" for b in range(nb)]
     lines.append("    }")
-    lines += [f"    store(m0 + {i}u, n0 + {4 * b}u, acc{i}_{b});" for i in range(tm) for b in range(nb)]
+    lines += [
+        f"    store(m0 + {i}u, n0 + {4 * wx * b}u, acc{i}_{b});" for i in range(tm) for b in range(nb)
+    ]
     lines.append("}")
     return lines
 

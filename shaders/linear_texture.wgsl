@@ -24,19 +24,27 @@ struct Params {
     pix: u32,
 }
 
+// Matrix rows per weight texture row: with 8, texel t of row n sits at (8 t + n % 8, n / 8), so
+// the loads of eight lanes reading eight adjacent rows touch two cache lines instead of eight
+// lines a row apart, which alias in the cache when rows are a multiple of 4 KiB long (f32
+// 1024^3 on llvmpipe: 33-35 against 19-27 GFLOP/s in alternating runs; K = 1536, within the
+// noise); 1 (the plain layout) where the texture would be too wide. Set by matrix.rs.
+override INTERLEAVE: u32;
+
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var xt: texture_storage_2d<rgba32float, read>;
 // Binding 2, the weight texture `wt`, is declared by the dtype snippet (its format differs).
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
+// Columns n0, n0 + 8, n0 + 16, n0 + 24 of row m.
 fn store(m: u32, n0: u32, v: vec4<f32>) {
     if (m >= p.m) {
         return;
     }
     let row = p.m_off + m;
     for (var j = 0u; j < 4u; j++) {
-        let n = n0 + j;
+        let n = n0 + 8u * j;
         if (n < p.n) {
             var r = v[j];
             if (p.has_bias != 0u) {
@@ -53,8 +61,14 @@ fn store(m: u32, n0: u32, v: vec4<f32>) {
 }
 
 @compute @workgroup_size(8, 16)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n0 = gid.x * 16u;
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    // This invocation's columns are n0 + 8 j: the 8 lanes side by side along x take
+    // adjacent columns, whose texels the interleaved layout keeps adjacent.
+    let n0 = wid.x * 128u + lid.x;
     let m0 = gid.y * 16u;
     if (n0 >= p.n || m0 >= p.m) {
         return;
@@ -78,21 +92,37 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let xr14 = min(m0 + 14u, last_m);
     let xr15 = min(m0 + 15u, last_m);
     let wr0 = min(n0 + 0u, last_n);
-    let wr1 = min(n0 + 1u, last_n);
-    let wr2 = min(n0 + 2u, last_n);
-    let wr3 = min(n0 + 3u, last_n);
-    let wr4 = min(n0 + 4u, last_n);
-    let wr5 = min(n0 + 5u, last_n);
-    let wr6 = min(n0 + 6u, last_n);
-    let wr7 = min(n0 + 7u, last_n);
-    let wr8 = min(n0 + 8u, last_n);
-    let wr9 = min(n0 + 9u, last_n);
-    let wr10 = min(n0 + 10u, last_n);
-    let wr11 = min(n0 + 11u, last_n);
-    let wr12 = min(n0 + 12u, last_n);
-    let wr13 = min(n0 + 13u, last_n);
-    let wr14 = min(n0 + 14u, last_n);
-    let wr15 = min(n0 + 15u, last_n);
+    let wr1 = min(n0 + 8u, last_n);
+    let wr2 = min(n0 + 16u, last_n);
+    let wr3 = min(n0 + 24u, last_n);
+    let wr4 = min(n0 + 32u, last_n);
+    let wr5 = min(n0 + 40u, last_n);
+    let wr6 = min(n0 + 48u, last_n);
+    let wr7 = min(n0 + 56u, last_n);
+    let wr8 = min(n0 + 64u, last_n);
+    let wr9 = min(n0 + 72u, last_n);
+    let wr10 = min(n0 + 80u, last_n);
+    let wr11 = min(n0 + 88u, last_n);
+    let wr12 = min(n0 + 96u, last_n);
+    let wr13 = min(n0 + 104u, last_n);
+    let wr14 = min(n0 + 112u, last_n);
+    let wr15 = min(n0 + 120u, last_n);
+    let wc0 = vec2<u32>(wr0 % INTERLEAVE, wr0 / INTERLEAVE);
+    let wc1 = vec2<u32>(wr1 % INTERLEAVE, wr1 / INTERLEAVE);
+    let wc2 = vec2<u32>(wr2 % INTERLEAVE, wr2 / INTERLEAVE);
+    let wc3 = vec2<u32>(wr3 % INTERLEAVE, wr3 / INTERLEAVE);
+    let wc4 = vec2<u32>(wr4 % INTERLEAVE, wr4 / INTERLEAVE);
+    let wc5 = vec2<u32>(wr5 % INTERLEAVE, wr5 / INTERLEAVE);
+    let wc6 = vec2<u32>(wr6 % INTERLEAVE, wr6 / INTERLEAVE);
+    let wc7 = vec2<u32>(wr7 % INTERLEAVE, wr7 / INTERLEAVE);
+    let wc8 = vec2<u32>(wr8 % INTERLEAVE, wr8 / INTERLEAVE);
+    let wc9 = vec2<u32>(wr9 % INTERLEAVE, wr9 / INTERLEAVE);
+    let wc10 = vec2<u32>(wr10 % INTERLEAVE, wr10 / INTERLEAVE);
+    let wc11 = vec2<u32>(wr11 % INTERLEAVE, wr11 / INTERLEAVE);
+    let wc12 = vec2<u32>(wr12 % INTERLEAVE, wr12 / INTERLEAVE);
+    let wc13 = vec2<u32>(wr13 % INTERLEAVE, wr13 / INTERLEAVE);
+    let wc14 = vec2<u32>(wr14 % INTERLEAVE, wr14 / INTERLEAVE);
+    let wc15 = vec2<u32>(wr15 % INTERLEAVE, wr15 / INTERLEAVE);
     var acc0_0 = vec4<f32>(0.0);
     var acc0_1 = vec4<f32>(0.0);
     var acc0_2 = vec4<f32>(0.0);
@@ -158,10 +188,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc15_2 = vec4<f32>(0.0);
     var acc15_3 = vec4<f32>(0.0);
     for (var k = 0u; k < p.kt; k++) {
-        let wm0 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr0))), w_texel(textureLoad(wt, vec2<u32>(k, wr1))), w_texel(textureLoad(wt, vec2<u32>(k, wr2))), w_texel(textureLoad(wt, vec2<u32>(k, wr3))));
-        let wm1 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr4))), w_texel(textureLoad(wt, vec2<u32>(k, wr5))), w_texel(textureLoad(wt, vec2<u32>(k, wr6))), w_texel(textureLoad(wt, vec2<u32>(k, wr7))));
-        let wm2 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr8))), w_texel(textureLoad(wt, vec2<u32>(k, wr9))), w_texel(textureLoad(wt, vec2<u32>(k, wr10))), w_texel(textureLoad(wt, vec2<u32>(k, wr11))));
-        let wm3 = mat4x4<f32>(w_texel(textureLoad(wt, vec2<u32>(k, wr12))), w_texel(textureLoad(wt, vec2<u32>(k, wr13))), w_texel(textureLoad(wt, vec2<u32>(k, wr14))), w_texel(textureLoad(wt, vec2<u32>(k, wr15))));
+        let kw = vec2<u32>(k * INTERLEAVE, 0u);
+        let wm0 = mat4x4<f32>(w_texel(textureLoad(wt, kw + wc0)), w_texel(textureLoad(wt, kw + wc1)), w_texel(textureLoad(wt, kw + wc2)), w_texel(textureLoad(wt, kw + wc3)));
+        let wm1 = mat4x4<f32>(w_texel(textureLoad(wt, kw + wc4)), w_texel(textureLoad(wt, kw + wc5)), w_texel(textureLoad(wt, kw + wc6)), w_texel(textureLoad(wt, kw + wc7)));
+        let wm2 = mat4x4<f32>(w_texel(textureLoad(wt, kw + wc8)), w_texel(textureLoad(wt, kw + wc9)), w_texel(textureLoad(wt, kw + wc10)), w_texel(textureLoad(wt, kw + wc11)));
+        let wm3 = mat4x4<f32>(w_texel(textureLoad(wt, kw + wc12)), w_texel(textureLoad(wt, kw + wc13)), w_texel(textureLoad(wt, kw + wc14)), w_texel(textureLoad(wt, kw + wc15)));
         let xv0 = textureLoad(xt, vec2<u32>(k, xr0));
         acc0_0 += xv0 * wm0;
         acc0_1 += xv0 * wm1;
@@ -244,67 +275,67 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc15_3 += xv15 * wm3;
     }
     store(m0 + 0u, n0 + 0u, acc0_0);
-    store(m0 + 0u, n0 + 4u, acc0_1);
-    store(m0 + 0u, n0 + 8u, acc0_2);
-    store(m0 + 0u, n0 + 12u, acc0_3);
+    store(m0 + 0u, n0 + 32u, acc0_1);
+    store(m0 + 0u, n0 + 64u, acc0_2);
+    store(m0 + 0u, n0 + 96u, acc0_3);
     store(m0 + 1u, n0 + 0u, acc1_0);
-    store(m0 + 1u, n0 + 4u, acc1_1);
-    store(m0 + 1u, n0 + 8u, acc1_2);
-    store(m0 + 1u, n0 + 12u, acc1_3);
+    store(m0 + 1u, n0 + 32u, acc1_1);
+    store(m0 + 1u, n0 + 64u, acc1_2);
+    store(m0 + 1u, n0 + 96u, acc1_3);
     store(m0 + 2u, n0 + 0u, acc2_0);
-    store(m0 + 2u, n0 + 4u, acc2_1);
-    store(m0 + 2u, n0 + 8u, acc2_2);
-    store(m0 + 2u, n0 + 12u, acc2_3);
+    store(m0 + 2u, n0 + 32u, acc2_1);
+    store(m0 + 2u, n0 + 64u, acc2_2);
+    store(m0 + 2u, n0 + 96u, acc2_3);
     store(m0 + 3u, n0 + 0u, acc3_0);
-    store(m0 + 3u, n0 + 4u, acc3_1);
-    store(m0 + 3u, n0 + 8u, acc3_2);
-    store(m0 + 3u, n0 + 12u, acc3_3);
+    store(m0 + 3u, n0 + 32u, acc3_1);
+    store(m0 + 3u, n0 + 64u, acc3_2);
+    store(m0 + 3u, n0 + 96u, acc3_3);
     store(m0 + 4u, n0 + 0u, acc4_0);
-    store(m0 + 4u, n0 + 4u, acc4_1);
-    store(m0 + 4u, n0 + 8u, acc4_2);
-    store(m0 + 4u, n0 + 12u, acc4_3);
+    store(m0 + 4u, n0 + 32u, acc4_1);
+    store(m0 + 4u, n0 + 64u, acc4_2);
+    store(m0 + 4u, n0 + 96u, acc4_3);
     store(m0 + 5u, n0 + 0u, acc5_0);
-    store(m0 + 5u, n0 + 4u, acc5_1);
-    store(m0 + 5u, n0 + 8u, acc5_2);
-    store(m0 + 5u, n0 + 12u, acc5_3);
+    store(m0 + 5u, n0 + 32u, acc5_1);
+    store(m0 + 5u, n0 + 64u, acc5_2);
+    store(m0 + 5u, n0 + 96u, acc5_3);
     store(m0 + 6u, n0 + 0u, acc6_0);
-    store(m0 + 6u, n0 + 4u, acc6_1);
-    store(m0 + 6u, n0 + 8u, acc6_2);
-    store(m0 + 6u, n0 + 12u, acc6_3);
+    store(m0 + 6u, n0 + 32u, acc6_1);
+    store(m0 + 6u, n0 + 64u, acc6_2);
+    store(m0 + 6u, n0 + 96u, acc6_3);
     store(m0 + 7u, n0 + 0u, acc7_0);
-    store(m0 + 7u, n0 + 4u, acc7_1);
-    store(m0 + 7u, n0 + 8u, acc7_2);
-    store(m0 + 7u, n0 + 12u, acc7_3);
+    store(m0 + 7u, n0 + 32u, acc7_1);
+    store(m0 + 7u, n0 + 64u, acc7_2);
+    store(m0 + 7u, n0 + 96u, acc7_3);
     store(m0 + 8u, n0 + 0u, acc8_0);
-    store(m0 + 8u, n0 + 4u, acc8_1);
-    store(m0 + 8u, n0 + 8u, acc8_2);
-    store(m0 + 8u, n0 + 12u, acc8_3);
+    store(m0 + 8u, n0 + 32u, acc8_1);
+    store(m0 + 8u, n0 + 64u, acc8_2);
+    store(m0 + 8u, n0 + 96u, acc8_3);
     store(m0 + 9u, n0 + 0u, acc9_0);
-    store(m0 + 9u, n0 + 4u, acc9_1);
-    store(m0 + 9u, n0 + 8u, acc9_2);
-    store(m0 + 9u, n0 + 12u, acc9_3);
+    store(m0 + 9u, n0 + 32u, acc9_1);
+    store(m0 + 9u, n0 + 64u, acc9_2);
+    store(m0 + 9u, n0 + 96u, acc9_3);
     store(m0 + 10u, n0 + 0u, acc10_0);
-    store(m0 + 10u, n0 + 4u, acc10_1);
-    store(m0 + 10u, n0 + 8u, acc10_2);
-    store(m0 + 10u, n0 + 12u, acc10_3);
+    store(m0 + 10u, n0 + 32u, acc10_1);
+    store(m0 + 10u, n0 + 64u, acc10_2);
+    store(m0 + 10u, n0 + 96u, acc10_3);
     store(m0 + 11u, n0 + 0u, acc11_0);
-    store(m0 + 11u, n0 + 4u, acc11_1);
-    store(m0 + 11u, n0 + 8u, acc11_2);
-    store(m0 + 11u, n0 + 12u, acc11_3);
+    store(m0 + 11u, n0 + 32u, acc11_1);
+    store(m0 + 11u, n0 + 64u, acc11_2);
+    store(m0 + 11u, n0 + 96u, acc11_3);
     store(m0 + 12u, n0 + 0u, acc12_0);
-    store(m0 + 12u, n0 + 4u, acc12_1);
-    store(m0 + 12u, n0 + 8u, acc12_2);
-    store(m0 + 12u, n0 + 12u, acc12_3);
+    store(m0 + 12u, n0 + 32u, acc12_1);
+    store(m0 + 12u, n0 + 64u, acc12_2);
+    store(m0 + 12u, n0 + 96u, acc12_3);
     store(m0 + 13u, n0 + 0u, acc13_0);
-    store(m0 + 13u, n0 + 4u, acc13_1);
-    store(m0 + 13u, n0 + 8u, acc13_2);
-    store(m0 + 13u, n0 + 12u, acc13_3);
+    store(m0 + 13u, n0 + 32u, acc13_1);
+    store(m0 + 13u, n0 + 64u, acc13_2);
+    store(m0 + 13u, n0 + 96u, acc13_3);
     store(m0 + 14u, n0 + 0u, acc14_0);
-    store(m0 + 14u, n0 + 4u, acc14_1);
-    store(m0 + 14u, n0 + 8u, acc14_2);
-    store(m0 + 14u, n0 + 12u, acc14_3);
+    store(m0 + 14u, n0 + 32u, acc14_1);
+    store(m0 + 14u, n0 + 64u, acc14_2);
+    store(m0 + 14u, n0 + 96u, acc14_3);
     store(m0 + 15u, n0 + 0u, acc15_0);
-    store(m0 + 15u, n0 + 4u, acc15_1);
-    store(m0 + 15u, n0 + 8u, acc15_2);
-    store(m0 + 15u, n0 + 12u, acc15_3);
+    store(m0 + 15u, n0 + 32u, acc15_1);
+    store(m0 + 15u, n0 + 64u, acc15_2);
+    store(m0 + 15u, n0 + 96u, acc15_3);
 }

@@ -1,12 +1,13 @@
 //! Matrix: a weight matrix [N, K] in its stored dtype, laid out for the adapter's matmul.
 //!
 //! On hardware GPUs it is a storage buffer (`linear.wgsl`, `linear_tiled.wgsl`). On software
-//! adapters it lives in textures of up to `max_texture_dimension_2d` rows, written straight
-//! from the stored bytes: rgba32float texels of four k for f32; for f16 and bf16 rgba32uint
-//! texels of eight k when K is a multiple of 8 (half the fetches per weight), else rgba16float
-//! or rgba16uint (bf16 bits) texels of four. llvmpipe vectorises texel fetches but not buffer
-//! loads, which makes `linear_texture*.wgsl` several times faster there. Either way each
-//! weight is uploaded once, 2 bytes per parameter for f16/bf16.
+//! adapters it lives in textures of up to `max_texture_dimension_2d` rows, read as read-only
+//! storage textures, with the stored bytes: rgba32float texels of four k for f32; for f16 and
+//! bf16 rgba32uint texels of eight k when K is a multiple of 8 (half the loads per weight),
+//! else rgba16float or rgba16uint (bf16 bits) texels of four; eight matrix rows interleaved
+//! per texture row where the width allows (`write_interleaved`). llvmpipe vectorises texel
+//! loads but not buffer loads, which makes `linear_texture*.wgsl` several times faster there.
+//! Either way each weight is uploaded once, 2 bytes per parameter for f16/bf16.
 
 use std::ops::Range;
 
@@ -40,7 +41,12 @@ impl Drop for TextureChunk {
 
 pub(crate) enum Store {
     Buffer(Tensor),
-    Textures(Vec<TextureChunk>),
+    /// Texture chunks of up to `max_texture_dimension_2d` texture rows, each holding
+    /// `interleave` matrix rows (see `write_interleaved`).
+    Textures {
+        chunks: Vec<TextureChunk>,
+        interleave: usize,
+    },
 }
 
 pub struct Matrix {
@@ -54,7 +60,7 @@ impl std::fmt::Debug for Matrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let layout = match self.store {
             Store::Buffer(_) => "buffer",
-            Store::Textures(_) => "texture",
+            Store::Textures { .. } => "texture",
         };
         write!(
             f,
@@ -72,6 +78,66 @@ pub(crate) fn texel_k(dtype: DType, k: usize) -> usize {
     } else {
         4
     }
+}
+
+/// Matrix rows per texture row (the kernel's INTERLEAVE): 8, so that the eight lanes of a SIMD
+/// vector load adjacent texels, where the texture can be 8x wider; else 1, the plain layout.
+fn interleave(texels: usize, max_dim: usize) -> usize {
+    if 8 * texels <= max_dim { 8 } else { 1 }
+}
+
+/// Write `chunk`'s rows, taken from `source`, in the interleaved layout: texel t of row r at
+/// (group t + r % group, r / group), rows past the end zero. Staged a few hundred KiB at a time,
+/// so no second copy of the matrix is held in host memory.
+fn write_interleaved<'a>(
+    gpu: &Gpu,
+    chunk: &TextureChunk,
+    source: &mut impl Iterator<Item = &'a [u8]>,
+    row_bytes: usize,
+    texels: usize,
+    group: usize,
+) -> Result<()> {
+    let texel_bytes = row_bytes / texels;
+    let height = chunk.rows.len().div_ceil(group);
+    let per_write = ((256 << 10) / (row_bytes * group)).max(1);
+    let mut staged = Vec::new();
+    for first in (0..height).step_by(per_write) {
+        let count = per_write.min(height - first);
+        staged.clear();
+        staged.resize(count * group * row_bytes, 0);
+        for (i, row) in source.by_ref().take(count * group).enumerate() {
+            let (line, r) = (i / group, i % group);
+            for (t, texel) in row.chunks_exact(texel_bytes).enumerate() {
+                let at = ((line * texels + t) * group + r) * texel_bytes;
+                staged[at..at + texel_bytes].copy_from_slice(texel);
+            }
+        }
+        gpu.queue.write_texture(
+            wgpu::TexelCopyTextureInfo {
+                texture: &chunk.texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d {
+                    x: 0,
+                    y: first as u32,
+                    z: 0,
+                },
+                aspect: wgpu::TextureAspect::All,
+            },
+            &staged,
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some((group * row_bytes) as u32),
+                rows_per_image: None,
+            },
+            wgpu::Extent3d {
+                width: (texels * group) as u32,
+                height: count as u32,
+                depth_or_array_layers: 1,
+            },
+        );
+        gpu.note_upload(staged.len() as u64)?;
+    }
+    Ok(())
 }
 
 fn texture_format(dtype: DType, texel_k: usize) -> wgpu::TextureFormat {
@@ -131,15 +197,17 @@ impl Matrix {
                 store: Store::Buffer(t),
             });
         }
-        let max_rows = gpu.limits.max_texture_dimension_2d as usize;
+        let max_dim = gpu.limits.max_texture_dimension_2d as usize;
         let per_texel = texel_k(dtype, k);
         let format = texture_format(dtype, per_texel);
+        let texels = k / per_texel;
+        let group = interleave(texels, max_dim);
         let mut chunks = Vec::new();
-        for start in (0..n).step_by(max_rows) {
-            let rows = start..(start + max_rows).min(n);
+        for start in (0..n).step_by(max_dim * group) {
+            let rows = start..(start + max_dim * group).min(n);
             let size = wgpu::Extent3d {
-                width: (k / per_texel) as u32,
-                height: rows.len() as u32,
+                width: (texels * group) as u32,
+                height: rows.len().div_ceil(group) as u32,
                 depth_or_array_layers: 1,
             };
             let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -168,47 +236,18 @@ impl Matrix {
                 stats: gpu.pool.clone(),
             });
         }
-        // Write each part's rows where they land, split at texture boundaries.
-        let mut row = 0usize;
-        for part in parts {
-            let mut rest: &[u8] = part;
-            while !rest.is_empty() {
-                let chunk = &chunks[row / max_rows];
-                let take = (chunk.rows.end - row).min(rest.len() / row_bytes);
-                let (now, later) = rest.split_at(take * row_bytes);
-                gpu.queue.write_texture(
-                    wgpu::TexelCopyTextureInfo {
-                        texture: &chunk.texture,
-                        mip_level: 0,
-                        origin: wgpu::Origin3d {
-                            x: 0,
-                            y: (row - chunk.rows.start) as u32,
-                            z: 0,
-                        },
-                        aspect: wgpu::TextureAspect::All,
-                    },
-                    now,
-                    wgpu::TexelCopyBufferLayout {
-                        offset: 0,
-                        bytes_per_row: Some(row_bytes as u32),
-                        rows_per_image: None,
-                    },
-                    wgpu::Extent3d {
-                        width: (k / per_texel) as u32,
-                        height: take as u32,
-                        depth_or_array_layers: 1,
-                    },
-                );
-                gpu.note_upload((take * row_bytes) as u64)?;
-                row += take;
-                rest = later;
-            }
+        let mut source = parts.iter().flat_map(|p| p.chunks_exact(row_bytes));
+        for chunk in &chunks {
+            write_interleaved(gpu, chunk, &mut source, row_bytes, texels, group)?;
         }
         Ok(Matrix {
             n,
             k,
             dtype,
-            store: Store::Textures(chunks),
+            store: Store::Textures {
+                chunks,
+                interleave: group,
+            },
         })
     }
 
@@ -225,6 +264,6 @@ impl Matrix {
     }
 
     pub fn is_texture(&self) -> bool {
-        matches!(self.store, Store::Textures(_))
+        matches!(self.store, Store::Textures { .. })
     }
 }

@@ -221,6 +221,45 @@ fn linear_all_dtypes_and_awkward_shapes() {
 }
 
 #[test]
+fn linear_texture_chunks_and_layouts() {
+    let mut r = rng("linear_texture_chunks");
+    for mut gpu in gpus() {
+        // Lowered texture limits: weight textures of several chunks, with 8 rows interleaved per
+        // texture row where 8 x K / (k per texel) fits the limit, else the plain layout (f32:
+        // 18 texels per row, interleaved at 150 only; f16 and bf16: 9, interleaved at 150 and 100).
+        let limit = gpu.limits.max_texture_dimension_2d;
+        let (m, n, k) = (20, 1300, 72);
+        for max_dim in [150, 100, 60] {
+            gpu.limits.max_texture_dimension_2d = max_dim;
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                let x = randn(&mut r, m * k, 1.0);
+                let b = randn(&mut r, n, 0.5);
+                let (w, wr) = matrix(
+                    &gpu,
+                    n,
+                    k,
+                    &randn(&mut r, n * k, 0.5),
+                    dtype,
+                    MatrixLayout::Texture,
+                );
+                let xt = Tensor::from_f32(&gpu, &[m, k], &x).unwrap();
+                let bt = Tensor::from_f32(&gpu, &[n], &b).unwrap();
+                let y = ops::matmul::linear(&gpu, &xt, &w, Some(&bt), Act::None).unwrap();
+                let want = cpu::linear(&x, &wr, Some(&b), m, n, k, Act::None);
+                assert_close(
+                    &format!("linear {m}x{n}x{k} {dtype}, textures of at most {max_dim}"),
+                    &gpu,
+                    &y.to_vec(&gpu).unwrap(),
+                    &want,
+                    F32_TOL,
+                );
+            }
+        }
+        gpu.limits.max_texture_dimension_2d = limit;
+    }
+}
+
+#[test]
 fn linear_splits_work_past_the_binding_limit() {
     let mut r = rng("linear_split");
     for a in list_adapters() {

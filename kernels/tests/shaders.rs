@@ -60,7 +60,10 @@ fn every_shader_validates_with_every_dtype_snippet() {
         } else if text.contains("w_lo(") {
             (&["wtex_f16x8.wgsl", "wtex_bf16x8.wgsl"], &LIBRARY)
         } else if text.contains("w_texel(") {
-            (&["wtex_f32.wgsl", "wtex_f16.wgsl", "wtex_bf16.wgsl"], &LIBRARY)
+            (
+                &["wtex_f32.wgsl", "wtex_f16.wgsl", "wtex_bf16.wgsl"],
+                &LIBRARY,
+            )
         } else if text.contains("workgroup_stats(") {
             (&ELEM, &[LIBRARY[0], WELFORD])
         } else if text.contains("array<Elem>") {

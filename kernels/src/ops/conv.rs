@@ -79,7 +79,7 @@ pub fn conv2d(
     let y = Tensor::empty(gpu, &[b, cout, oh, ow], DType::F32)?;
     let ksize = cin * kh * kw;
     match &w.store {
-        Store::Textures(_) => {
+        Store::Textures { .. } => {
             let pixels = b * oh * ow;
             let max_rows = gpu.limits.max_texture_dimension_2d as usize;
             let texels = ksize / 4;

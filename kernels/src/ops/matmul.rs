@@ -142,12 +142,12 @@ pub(crate) fn dispatch_texture(
     y: Bind<'_>,
     out: OutputRows,
 ) -> Result<()> {
-    let Store::Textures(chunks) = &w.store else {
+    let Store::Textures { chunks, interleave } = &w.store else {
         unreachable!("texture matmul of a buffer matrix")
     };
     let (n, k) = (w.rows(), w.cols());
     let per_texel = texel_k(w.dtype(), k);
-    let kernel = texture_kernel(w.dtype(), per_texel);
+    let kernel = texture_kernel(w.dtype(), per_texel).constant("INTERLEAVE", *interleave as u32);
     for chunk in chunks {
         let nc = chunk.rows.len();
         let b_bind = bias.map_or_else(|| gpu.unused(), |b| b.bind("bias"));
@@ -206,7 +206,7 @@ pub fn linear_into(
     let limit = gpu.max_binding();
     let row_items = [k as u64 * 4, n as u64 * 4];
     match &w.store {
-        Store::Textures(_) => {
+        Store::Textures { .. } => {
             let max_rows = gpu.limits.max_texture_dimension_2d as usize;
             for rows in chunks_max(
                 "linear input/output rows",
