@@ -1,5 +1,6 @@
 //! Kernel bench: ceilings measured in the same run (FMA kernel, copy kernel), then linear at
-//! MMDiT shapes (f32 and f16 weights; at 1024^3 also both kernels for weights in buffers),
+//! MMDiT shapes (f32 and f16 weights; at 1024^3 also the per-lane texture kernel where the
+//! subgroup one is the default, and both kernels for weights in buffers),
 //! fused attention, LayerNorm+modulation, a VAE conv, and the same products through a CPU
 //! BLAS (matrixmultiply, all cores) for comparison.
 //! `cargo bench --bench kernels`; NOISESHIFT_BENCH_QUICK=1 drops the 4429-token cases.
@@ -9,7 +10,7 @@ mod common;
 use common::{gpu, header, row, time};
 use noiseshift_kernels::ops::attention::{KvSource, QuerySource};
 use noiseshift_kernels::ops::conv::ConvGeometry;
-use noiseshift_kernels::ops::matmul::BufferLinear;
+use noiseshift_kernels::ops::matmul::{BufferLinear, TextureLinear};
 use noiseshift_kernels::ops::norm::Modulation;
 use noiseshift_kernels::ops::{self, Act};
 use noiseshift_kernels::{DType, Gpu, Matrix, MatrixLayout, Tensor, ceilings};
@@ -104,6 +105,26 @@ fn main() {
         );
     }
     cpu_sgemm_row("1024^3 (matrixmultiply)", k, k, k);
+    // The texture kernel whose lanes each load their own x rows, where the default is the
+    // subgroup one (adapters with subgroups 8 wide).
+    if gpu.caps.texture_linear == TextureLinear::Subgroup {
+        gpu.caps.texture_linear = TextureLinear::Lanes;
+        for dtype in [DType::F32, DType::F16] {
+            let w = matrix(&gpu, k, k, dtype, MatrixLayout::Texture);
+            let x = Tensor::from_f32(&gpu, &[k, k], &values(k * k)).unwrap();
+            let secs = time(&gpu, reps, &mut || {
+                ops::matmul::linear(&gpu, &x, &w, None, Act::None).unwrap();
+            });
+            row(
+                &format!("linear 1024^3 {dtype}, texture Lanes"),
+                secs,
+                2.0 * (k * k * k) as f64,
+                (k * k * 8 + k * k * dtype.size()) as f64,
+                c,
+            );
+        }
+        gpu.caps.texture_linear = TextureLinear::Subgroup;
+    }
     // Both kernels for weights in buffers (the default on hardware GPUs is the tiled one).
     let default = gpu.caps.buffer_linear;
     for variant in [BufferLinear::Blocked, BufferLinear::Tiled] {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use wgpu::util::DeviceExt;
 
 use crate::error::{KernelError, Result};
-use crate::ops::matmul::BufferLinear;
+use crate::ops::matmul::{BufferLinear, TextureLinear};
 use crate::pipelines::{Kernel, Pipelines};
 use crate::pool::Pool;
 use crate::profile::{Cost, Profiler};
@@ -28,6 +28,9 @@ pub struct AdapterReport {
     pub driver_info: String,
     pub shader_f16: bool,
     pub subgroup: bool,
+    /// Lanes per subgroup, fewest and most (meaningful where `subgroup`).
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
     pub timestamp_query: bool,
     pub cooperative_matrix: bool,
     pub max_buffer_size: u64,
@@ -50,6 +53,8 @@ impl AdapterReport {
             driver_info: info.driver_info,
             shader_f16: f.contains(wgpu::Features::SHADER_F16),
             subgroup: f.contains(wgpu::Features::SUBGROUP),
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
             timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
             cooperative_matrix: f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
             max_buffer_size: l.max_buffer_size,
@@ -90,6 +95,10 @@ pub struct Caps {
     /// The kernel of matmuls whose weights live in a buffer. Public so tests and benches can
     /// run both variants on one adapter.
     pub buffer_linear: BufferLinear,
+    /// Lanes per subgroup where the device has subgroups of one fixed width.
+    pub subgroup_width: Option<u32>,
+    /// The kernel of matmuls whose weights live in textures (public like `buffer_linear`).
+    pub texture_linear: TextureLinear,
 }
 
 fn instance() -> wgpu::Instance {
@@ -257,7 +266,8 @@ impl Gpu {
             .nth(index)
             .expect("chosen adapter is listed");
 
-        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
+        let wanted =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
         let mut limits = adapter.limits();
         if let Some(max) = options.max_binding_bytes {
@@ -283,7 +293,11 @@ impl Gpu {
             sink.lock().expect("error sink").push(e.to_string());
         }));
 
-        let software = adapter.get_info().device_type == wgpu::DeviceType::Cpu;
+        let info = adapter.get_info();
+        let software = info.device_type == wgpu::DeviceType::Cpu;
+        let subgroup_width = (features.contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == info.subgroup_max_size)
+            .then_some(info.subgroup_min_size);
         let caps = Caps {
             f16: features.contains(wgpu::Features::SHADER_F16),
             // Mesa 22's lavapipe reports timestamps, but once a pass has written a storage
@@ -297,6 +311,14 @@ impl Gpu {
                 BufferLinear::Blocked
             } else {
                 BufferLinear::Tiled
+            },
+            subgroup_width,
+            // llvmpipe (8 lanes on 256-bit vectors): up to 1.3x the per-lane kernel's speed,
+            // never clearly slower (BENCHMARKS.md).
+            texture_linear: if subgroup_width == Some(8) {
+                TextureLinear::Subgroup
+            } else {
+                TextureLinear::Lanes
             },
         };
         let profiler = Profiler::new(&device, &queue, caps.timestamps, options.profile);

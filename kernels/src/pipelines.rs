@@ -36,6 +36,8 @@ shader_table!(
     "linear_scalar.wgsl",
     "linear_texture.wgsl",
     "linear_texture_k8.wgsl",
+    "linear_texture_subgroup.wgsl",
+    "linear_texture_k8_subgroup.wgsl",
     "wtex_f32.wgsl",
     "wtex_f16.wgsl",
     "wtex_bf16.wgsl",
@@ -227,10 +229,22 @@ pub fn validate(composed: &Composed) -> Result<naga::Module> {
         KernelError::Shader {
             file,
             line,
-            message: format!("{}", e.as_inner()),
+            message: error_chain(e.as_inner()),
         }
     })?;
     Ok(module)
+}
+
+/// An error and its sources, outermost first: naga's validation errors say little alone
+/// ("Entry point main at Compute is invalid") and the reason in their sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message += &format!(": {s}");
+        source = s.source();
+    }
+    message
 }
 
 #[derive(Default)]

@@ -6,7 +6,7 @@
 use noiseshift_kernels::ops::attention::{AttentionVariant, KvSource, QuerySource};
 use noiseshift_kernels::ops::conv::ConvGeometry;
 use noiseshift_kernels::ops::layout::PatchOrder;
-use noiseshift_kernels::ops::matmul::BufferLinear;
+use noiseshift_kernels::ops::matmul::{BufferLinear, TextureLinear};
 use noiseshift_kernels::ops::norm::{Heads, Modulation};
 use noiseshift_kernels::ops::{self, Act};
 use noiseshift_kernels::reference as cpu;
@@ -149,14 +149,47 @@ fn layouts(k: usize) -> Vec<MatrixLayout> {
     }
 }
 
-/// Each way a matmul can run for inner size k: every buffer kernel, then textures.
-fn matmul_variants(k: usize) -> Vec<(MatrixLayout, BufferLinear)> {
+/// One way a matmul can run: where the weights live and which kernel reads them.
+#[derive(Clone, Copy, Debug)]
+enum MatmulKernel {
+    Buffer(BufferLinear),
+    Texture(TextureLinear),
+}
+
+impl MatmulKernel {
+    fn layout(self) -> MatrixLayout {
+        match self {
+            MatmulKernel::Buffer(_) => MatrixLayout::Buffer,
+            MatmulKernel::Texture(_) => MatrixLayout::Texture,
+        }
+    }
+
+    fn select(self, gpu: &mut Gpu) {
+        match self {
+            MatmulKernel::Buffer(b) => gpu.caps.buffer_linear = b,
+            MatmulKernel::Texture(t) => gpu.caps.texture_linear = t,
+        }
+    }
+}
+
+/// Each way a matmul can run on `gpu` for inner size k: every buffer kernel, then every
+/// texture kernel the device can run.
+fn matmul_variants(gpu: &Gpu, k: usize) -> Vec<MatmulKernel> {
     let mut v = vec![
-        (MatrixLayout::Buffer, BufferLinear::Blocked),
-        (MatrixLayout::Buffer, BufferLinear::Tiled),
+        MatmulKernel::Buffer(BufferLinear::Blocked),
+        MatmulKernel::Buffer(BufferLinear::Tiled),
     ];
     if k.is_multiple_of(4) {
-        v.push((MatrixLayout::Texture, BufferLinear::Blocked));
+        v.extend(texture_variants(gpu).into_iter().map(MatmulKernel::Texture));
+    }
+    v
+}
+
+/// The texture kernels `gpu` can run: the subgroup one needs subgroups 8 wide.
+fn texture_variants(gpu: &Gpu) -> Vec<TextureLinear> {
+    let mut v = vec![TextureLinear::Lanes];
+    if gpu.caps.subgroup_width == Some(8) {
+        v.push(TextureLinear::Subgroup);
     }
     v
 }
@@ -179,11 +212,13 @@ fn linear_all_dtypes_and_awkward_shapes() {
             (33, 20, 64),
             (150, 131, 72),
         ] {
-            for (dtype, (layout, kernel)) in [DType::F32, DType::F16, DType::BF16]
+            let variants = matmul_variants(&gpu, k);
+            for (dtype, kernel) in [DType::F32, DType::F16, DType::BF16]
                 .into_iter()
-                .flat_map(|d| matmul_variants(k).into_iter().map(move |v| (d, v)))
+                .flat_map(|d| variants.iter().map(move |v| (d, *v)))
             {
-                gpu.caps.buffer_linear = kernel;
+                kernel.select(&mut gpu);
+                let layout = kernel.layout();
                 for (act, with_bias) in
                     [(Act::None, true), (Act::GeluTanh, false), (Act::Silu, true)]
                 {
@@ -205,7 +240,7 @@ fn linear_all_dtypes_and_awkward_shapes() {
                         k,
                         Act::None,
                     );
-                    let what = format!("linear {m}x{n}x{k} {dtype} {layout:?} {kernel:?} {act:?}");
+                    let what = format!("linear {m}x{n}x{k} {dtype} {kernel:?} {act:?}");
                     assert_close_scaled(
                         &what,
                         &gpu,
@@ -227,35 +262,56 @@ fn linear_texture_chunks_and_layouts() {
         // Lowered texture limits: weight textures of several chunks, with 8 rows interleaved per
         // texture row where 8 x K / (k per texel) fits the limit, else the plain layout (f32:
         // 18 texels per row, interleaved at 150 only; f16 and bf16: 9, interleaved at 150 and 100).
+        // 70 rows: a partial last row block of every kernel (16 x 16 and 32 x 8 per invocation).
         let limit = gpu.limits.max_texture_dimension_2d;
-        let (m, n, k) = (20, 1300, 72);
-        for max_dim in [150, 100, 60] {
-            gpu.limits.max_texture_dimension_2d = max_dim;
-            for dtype in [DType::F32, DType::F16, DType::BF16] {
-                let x = randn(&mut r, m * k, 1.0);
-                let b = randn(&mut r, n, 0.5);
-                let (w, wr) = matrix(
-                    &gpu,
-                    n,
-                    k,
-                    &randn(&mut r, n * k, 0.5),
-                    dtype,
-                    MatrixLayout::Texture,
-                );
-                let xt = Tensor::from_f32(&gpu, &[m, k], &x).unwrap();
-                let bt = Tensor::from_f32(&gpu, &[n], &b).unwrap();
-                let y = ops::matmul::linear(&gpu, &xt, &w, Some(&bt), Act::None).unwrap();
-                let want = cpu::linear(&x, &wr, Some(&b), m, n, k, Act::None);
-                assert_close(
-                    &format!("linear {m}x{n}x{k} {dtype}, textures of at most {max_dim}"),
-                    &gpu,
-                    &y.to_vec(&gpu).unwrap(),
-                    &want,
-                    F32_TOL,
-                );
+        let (m, n, k) = (70, 1300, 72);
+        for variant in texture_variants(&gpu) {
+            gpu.caps.texture_linear = variant;
+            for max_dim in [150, 100, 60] {
+                gpu.limits.max_texture_dimension_2d = max_dim;
+                for dtype in [DType::F32, DType::F16, DType::BF16] {
+                    let x = randn(&mut r, m * k, 1.0);
+                    let b = randn(&mut r, n, 0.5);
+                    let (w, wr) = matrix(
+                        &gpu,
+                        n,
+                        k,
+                        &randn(&mut r, n * k, 0.5),
+                        dtype,
+                        MatrixLayout::Texture,
+                    );
+                    let xt = Tensor::from_f32(&gpu, &[m, k], &x).unwrap();
+                    let bt = Tensor::from_f32(&gpu, &[n], &b).unwrap();
+                    let y = ops::matmul::linear(&gpu, &xt, &w, Some(&bt), Act::None).unwrap();
+                    let want = cpu::linear(&x, &wr, Some(&b), m, n, k, Act::None);
+                    assert_close(
+                        &format!(
+                            "linear {m}x{n}x{k} {dtype} {variant:?}, textures of at most {max_dim}"
+                        ),
+                        &gpu,
+                        &y.to_vec(&gpu).unwrap(),
+                        &want,
+                        F32_TOL,
+                    );
+                }
             }
+            gpu.limits.max_texture_dimension_2d = limit;
         }
-        gpu.limits.max_texture_dimension_2d = limit;
+        // Where subgroups are not 8 wide (GL has none), the subgroup kernel is refused by name.
+        if gpu.caps.subgroup_width != Some(8) {
+            gpu.caps.texture_linear = TextureLinear::Subgroup;
+            let x = Tensor::from_f32(&gpu, &[m, k], &randn(&mut r, m * k, 1.0)).unwrap();
+            let (w, _) = matrix(
+                &gpu,
+                n,
+                k,
+                &randn(&mut r, n * k, 0.5),
+                DType::F32,
+                MatrixLayout::Texture,
+            );
+            let err = ops::matmul::linear(&gpu, &x, &w, None, Act::None).unwrap_err();
+            assert!(err.to_string().contains("subgroups 8 wide"), "{err}");
+        }
     }
 }
 
@@ -276,13 +332,20 @@ fn linear_splits_work_past_the_binding_limit() {
         let b = randn(&mut r, n, 0.5);
         let xt = Tensor::from_f32(&gpu, &[m, k], &x).unwrap();
         let bt = Tensor::from_f32(&gpu, &[n], &b).unwrap();
-        for (layout, kernel) in matmul_variants(k) {
-            gpu.caps.buffer_linear = kernel;
-            let (w, wr) = matrix(&gpu, n, k, &randn(&mut r, n * k, 0.5), DType::F16, layout);
+        for kernel in matmul_variants(&gpu, k) {
+            kernel.select(&mut gpu);
+            let (w, wr) = matrix(
+                &gpu,
+                n,
+                k,
+                &randn(&mut r, n * k, 0.5),
+                DType::F16,
+                kernel.layout(),
+            );
             let y = ops::matmul::linear(&gpu, &xt, &w, Some(&bt), Act::None).unwrap();
             let want = cpu::linear(&x, &wr, Some(&b), m, n, k, Act::None);
             assert_close(
-                &format!("split linear {layout:?} {kernel:?}"),
+                &format!("split linear {kernel:?}"),
                 &gpu,
                 &y.to_vec(&gpu).unwrap(),
                 &want,

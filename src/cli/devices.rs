@@ -44,10 +44,15 @@ pub fn run(args: Args) -> Result<()> {
             "   type {}, driver {} {}",
             a.device_type, a.driver, a.driver_info
         );
+        let subgroup = match (a.subgroup, a.subgroup_min_size, a.subgroup_max_size) {
+            (false, _, _) => "no".to_string(),
+            (true, lo, hi) if lo == hi => format!("yes ({lo} lanes)"),
+            (true, lo, hi) => format!("yes ({lo}-{hi} lanes)"),
+        };
         println!(
             "   SHADER_F16 {}  SUBGROUP {}  TIMESTAMP_QUERY {}  COOPERATIVE_MATRIX {}",
             yes(a.shader_f16),
-            yes(a.subgroup),
+            subgroup,
             yes(a.timestamp_query),
             yes(a.cooperative_matrix)
         );

@@ -3,8 +3,9 @@
 //! into the epilogue.
 //!
 //! Variants, chosen by the matrix's layout and K:
-//! - `linear_texture` (texture matrices, software adapters): x is packed into a texture and
-//!   both operands are read with `textureLoad`, which llvmpipe vectorises;
+//! - texture matrices (software adapters), by [`TextureLinear`] (`Caps::texture_linear`): x is
+//!   packed into a texture and both operands are read with `textureLoad`, which llvmpipe
+//!   vectorises; `linear_texture_subgroup` where subgroups are 8 wide, else `linear_texture`;
 //! - buffer matrices elsewhere, by [`BufferLinear`] (`Caps::buffer_linear`): `linear_tiled`
 //!   (operands staged in workgroup memory) on hardware GPUs, `linear` (register-blocked,
 //!   operands straight from the buffers) on software adapters;
@@ -24,9 +25,6 @@ use crate::tensor::{DType, Tensor};
 /// Rows and columns each workgroup of `linear.wgsl` covers (TM x 8 by TN x 8).
 const TILE_M: usize = 8 * 8;
 const TILE_N: usize = 8 * 8;
-/// The same for `linear_texture.wgsl` (16 x 8 by 16 x 8).
-const TEX_TILE_M: usize = 16 * 16;
-const TEX_TILE_N: usize = 16 * 8;
 
 /// y = act(x W^T + b).
 pub fn linear(
@@ -100,24 +98,70 @@ impl BufferLinear {
     }
 }
 
-fn texture_name(dtype: DType) -> &'static str {
-    match dtype {
-        DType::F32 => "linear_texture_f32",
-        DType::F16 => "linear_texture_f16",
-        DType::BF16 => "linear_texture_bf16",
+/// Kernels for matrices in textures (software adapters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum TextureLinear {
+    /// linear_texture.wgsl: 16 x 16 outputs per invocation, each loading its own x rows.
+    Lanes,
+    /// linear_texture_subgroup.wgsl: 32 x 8 outputs per invocation; each subgroup loads its
+    /// x rows once and broadcasts them. Needs subgroups exactly 8 wide (`Caps::subgroup_width`).
+    Subgroup,
+}
+
+impl TextureLinear {
+    /// Shader file for weight texels of `per_texel` k.
+    fn file(self, per_texel: usize) -> &'static str {
+        match (self, per_texel) {
+            (TextureLinear::Lanes, 8) => "linear_texture_k8.wgsl",
+            (TextureLinear::Lanes, _) => "linear_texture.wgsl",
+            (TextureLinear::Subgroup, 8) => "linear_texture_k8_subgroup.wgsl",
+            (TextureLinear::Subgroup, _) => "linear_texture_subgroup.wgsl",
+        }
+    }
+
+    /// Outputs per workgroup along (n, m).
+    fn tile(self) -> (usize, usize) {
+        match self {
+            TextureLinear::Lanes => (8 * 16, 16 * 16),
+            TextureLinear::Subgroup => (8 * 8, 8 * 32),
+        }
+    }
+
+    /// Profiler name for weights of `dtype`.
+    fn name(self, dtype: DType) -> &'static str {
+        match (self, dtype) {
+            (TextureLinear::Lanes, DType::F32) => "linear_texture_f32",
+            (TextureLinear::Lanes, DType::F16) => "linear_texture_f16",
+            (TextureLinear::Lanes, DType::BF16) => "linear_texture_bf16",
+            (TextureLinear::Subgroup, DType::F32) => "linear_texture_subgroup_f32",
+            (TextureLinear::Subgroup, DType::F16) => "linear_texture_subgroup_f16",
+            (TextureLinear::Subgroup, DType::BF16) => "linear_texture_subgroup_bf16",
+        }
     }
 }
 
 /// The texture kernel for weights of `dtype` with `per_texel` k in each texel.
-fn texture_kernel(dtype: DType, per_texel: usize) -> Kernel {
-    let (snippet, file) = match (dtype, per_texel) {
-        (DType::F16, 8) => ("wtex_f16x8.wgsl", "linear_texture_k8.wgsl"),
-        (DType::BF16, 8) => ("wtex_bf16x8.wgsl", "linear_texture_k8.wgsl"),
-        (DType::BF16, _) => ("wtex_bf16.wgsl", "linear_texture.wgsl"),
-        (DType::F16, _) => ("wtex_f16.wgsl", "linear_texture.wgsl"),
-        (DType::F32, _) => ("wtex_f32.wgsl", "linear_texture.wgsl"),
+fn texture_kernel(gpu: &Gpu, dtype: DType, per_texel: usize) -> Result<Kernel> {
+    let variant = gpu.caps.texture_linear;
+    if variant == TextureLinear::Subgroup && gpu.caps.subgroup_width != Some(8) {
+        return Err(KernelError::Device(format!(
+            "the subgroup texture matmul needs subgroups 8 wide; {} has {}",
+            gpu.adapter.label(),
+            gpu.caps.subgroup_width.map_or_else(
+                || "no subgroups of one fixed width".to_string(),
+                |w| format!("subgroups {w} wide")
+            )
+        )));
+    }
+    let snippet = match (dtype, per_texel) {
+        (DType::F16, 8) => "wtex_f16x8.wgsl",
+        (DType::BF16, 8) => "wtex_bf16x8.wgsl",
+        (DType::BF16, _) => "wtex_bf16.wgsl",
+        (DType::F16, _) => "wtex_f16.wgsl",
+        (DType::F32, _) => "wtex_f32.wgsl",
     };
-    Kernel::new(texture_name(dtype), &[snippet, "common.wgsl", file]).trusted()
+    let parts = [snippet, "common.wgsl", variant.file(per_texel)];
+    Ok(Kernel::new(variant.name(dtype), &parts).trusted())
 }
 
 /// Output placement of the texture matmul: row-major rows, or NCHW pixels (convolution).
@@ -147,7 +191,9 @@ pub(crate) fn dispatch_texture(
     };
     let (n, k) = (w.rows(), w.cols());
     let per_texel = texel_k(w.dtype(), k);
-    let kernel = texture_kernel(w.dtype(), per_texel).constant("INTERLEAVE", *interleave as u32);
+    let kernel =
+        texture_kernel(gpu, w.dtype(), per_texel)?.constant("INTERLEAVE", *interleave as u32);
+    let (tile_n, tile_m) = gpu.caps.texture_linear.tile();
     for chunk in chunks {
         let nc = chunk.rows.len();
         let b_bind = bias.map_or_else(|| gpu.unused(), |b| b.bind("bias"));
@@ -170,11 +216,7 @@ pub(crate) fn dispatch_texture(
             &kernel,
             words(&params),
             &[Bind::Texture(x_tex), Bind::Texture(&chunk.view), b_bind, y],
-            [
-                nc.div_ceil(TEX_TILE_N) as u32,
-                rows.div_ceil(TEX_TILE_M) as u32,
-                1,
-            ],
+            [nc.div_ceil(tile_n) as u32, rows.div_ceil(tile_m) as u32, 1],
             cost,
         )?;
     }
