@@ -82,14 +82,15 @@ struct Params {{
     // Global index of this dispatch's first row (NCHW mode binds the whole output).
     m_off: u32,
     pix: u32,
+    // Matrix rows per weight texture row: with 8, texel t of row n sits at (8 t + n % 8, n / 8),
+    // so the loads of eight lanes reading eight adjacent rows touch two cache lines instead of
+    // eight lines a row apart, which alias in the cache when rows are a multiple of 4 KiB long
+    // (f32 1024^3 on llvmpipe: 33-35 against 19-27 GFLOP/s in alternating runs; K = 1536,
+    // within the noise); 1 (the plain layout) where the texture would be too wide. Set by
+    // matrix.rs. A parameter, not an override constant: each pipeline costs llvmpipe about 11 s
+    // to compile, and this way both layouts share one.
+    interleave: u32,
 }}
-
-// Matrix rows per weight texture row: with 8, texel t of row n sits at (8 t + n % 8, n / 8), so
-// the loads of eight lanes reading eight adjacent rows touch two cache lines instead of eight
-// lines a row apart, which alias in the cache when rows are a multiple of 4 KiB long (f32
-// 1024^3 on llvmpipe: 33-35 against 19-27 GFLOP/s in alternating runs; K = 1536, within the
-// noise); 1 (the plain layout) where the texture would be too wide. Set by matrix.rs.
-override INTERLEAVE: u32;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var xt: texture_storage_2d<rgba32float, read>;
@@ -122,18 +123,19 @@ fn store(m: u32, n0: u32, v: vec4<f32>) {{
 
 {entry}
     let last_m = p.m - 1u;
-    let last_n = p.n - 1u;"""]
+    let last_n = p.n - 1u;
+    let il = p.interleave;"""]
     if sg:
         lines += [f"    let xr{g} = min(m0 + {g * wx}u + lane, last_m);" for g in range(tm // wx)]
     else:
         lines += [f"    let xr{i} = min(m0 + {i}u, last_m);" for i in range(tm)]
     lines += [f"    let wr{j} = min(n0 + {wx * j}u, last_n);" for j in range(tn)]
     lines += [
-        f"    let wc{j} = vec2<u32>(wr{j} % INTERLEAVE, wr{j} / INTERLEAVE);" for j in range(tn)
+        f"    let wc{j} = vec2<u32>(wr{j} % il, wr{j} / il);" for j in range(tn)
     ]
     lines += [f"    var acc{i}_{b} = vec4<f32>(0.0);" for i in range(tm) for b in range(nb)]
     lines.append("    for (var k = 0u; k < p.kt; k++) {")
-    lines.append("        let kw = vec2<u32>(k * INTERLEAVE, 0u);")
+    lines.append("        let kw = vec2<u32>(k * il, 0u);")
     if kpt == 4:
         halves = [("w_texel", "k")]
     else:

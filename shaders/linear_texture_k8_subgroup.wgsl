@@ -26,14 +26,15 @@ struct Params {
     // Global index of this dispatch's first row (NCHW mode binds the whole output).
     m_off: u32,
     pix: u32,
+    // Matrix rows per weight texture row: with 8, texel t of row n sits at (8 t + n % 8, n / 8),
+    // so the loads of eight lanes reading eight adjacent rows touch two cache lines instead of
+    // eight lines a row apart, which alias in the cache when rows are a multiple of 4 KiB long
+    // (f32 1024^3 on llvmpipe: 33-35 against 19-27 GFLOP/s in alternating runs; K = 1536,
+    // within the noise); 1 (the plain layout) where the texture would be too wide. Set by
+    // matrix.rs. A parameter, not an override constant: each pipeline costs llvmpipe about 11 s
+    // to compile, and this way both layouts share one.
+    interleave: u32,
 }
-
-// Matrix rows per weight texture row: with 8, texel t of row n sits at (8 t + n % 8, n / 8), so
-// the loads of eight lanes reading eight adjacent rows touch two cache lines instead of eight
-// lines a row apart, which alias in the cache when rows are a multiple of 4 KiB long (f32
-// 1024^3 on llvmpipe: 33-35 against 19-27 GFLOP/s in alternating runs; K = 1536, within the
-// noise); 1 (the plain layout) where the texture would be too wide. Set by matrix.rs.
-override INTERLEAVE: u32;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var xt: texture_storage_2d<rgba32float, read>;
@@ -80,6 +81,7 @@ fn main(
     }
     let last_m = p.m - 1u;
     let last_n = p.n - 1u;
+    let il = p.interleave;
     let xr0 = min(m0 + 0u + lane, last_m);
     let xr1 = min(m0 + 8u + lane, last_m);
     let xr2 = min(m0 + 16u + lane, last_m);
@@ -92,14 +94,14 @@ fn main(
     let wr5 = min(n0 + 40u, last_n);
     let wr6 = min(n0 + 48u, last_n);
     let wr7 = min(n0 + 56u, last_n);
-    let wc0 = vec2<u32>(wr0 % INTERLEAVE, wr0 / INTERLEAVE);
-    let wc1 = vec2<u32>(wr1 % INTERLEAVE, wr1 / INTERLEAVE);
-    let wc2 = vec2<u32>(wr2 % INTERLEAVE, wr2 / INTERLEAVE);
-    let wc3 = vec2<u32>(wr3 % INTERLEAVE, wr3 / INTERLEAVE);
-    let wc4 = vec2<u32>(wr4 % INTERLEAVE, wr4 / INTERLEAVE);
-    let wc5 = vec2<u32>(wr5 % INTERLEAVE, wr5 / INTERLEAVE);
-    let wc6 = vec2<u32>(wr6 % INTERLEAVE, wr6 / INTERLEAVE);
-    let wc7 = vec2<u32>(wr7 % INTERLEAVE, wr7 / INTERLEAVE);
+    let wc0 = vec2<u32>(wr0 % il, wr0 / il);
+    let wc1 = vec2<u32>(wr1 % il, wr1 / il);
+    let wc2 = vec2<u32>(wr2 % il, wr2 / il);
+    let wc3 = vec2<u32>(wr3 % il, wr3 / il);
+    let wc4 = vec2<u32>(wr4 % il, wr4 / il);
+    let wc5 = vec2<u32>(wr5 % il, wr5 / il);
+    let wc6 = vec2<u32>(wr6 % il, wr6 / il);
+    let wc7 = vec2<u32>(wr7 % il, wr7 / il);
     var acc0_0 = vec4<f32>(0.0);
     var acc0_1 = vec4<f32>(0.0);
     var acc1_0 = vec4<f32>(0.0);
@@ -165,7 +167,7 @@ fn main(
     var acc31_0 = vec4<f32>(0.0);
     var acc31_1 = vec4<f32>(0.0);
     for (var k = 0u; k < p.kt; k++) {
-        let kw = vec2<u32>(k * INTERLEAVE, 0u);
+        let kw = vec2<u32>(k * il, 0u);
         let wt0 = textureLoad(wt, kw + wc0);
         let wt1 = textureLoad(wt, kw + wc1);
         let wt2 = textureLoad(wt, kw + wc2);

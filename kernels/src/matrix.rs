@@ -80,7 +80,7 @@ pub(crate) fn texel_k(dtype: DType, k: usize) -> usize {
     }
 }
 
-/// Matrix rows per texture row (the kernel's INTERLEAVE): 8, so that the eight lanes of a SIMD
+/// Matrix rows per texture row (the kernel's `interleave`): 8, so that the eight lanes of a SIMD
 /// vector load adjacent texels, where the texture can be 8x wider; else 1, the plain layout.
 fn interleave(texels: usize, max_dim: usize) -> usize {
     if 8 * texels <= max_dim { 8 } else { 1 }

@@ -211,6 +211,9 @@ fn linear_all_dtypes_and_awkward_shapes() {
             (130, 9, 33),
             (33, 20, 64),
             (150, 131, 72),
+            // Two workgroups along both m and n of every texture kernel (256 rows, 64 or 128
+            // columns per workgroup).
+            (300, 131, 8),
         ] {
             let variants = matmul_variants(&gpu, k);
             for (dtype, kernel) in [DType::F32, DType::F16, DType::BF16]

@@ -191,8 +191,7 @@ pub(crate) fn dispatch_texture(
     };
     let (n, k) = (w.rows(), w.cols());
     let per_texel = texel_k(w.dtype(), k);
-    let kernel =
-        texture_kernel(gpu, w.dtype(), per_texel)?.constant("INTERLEAVE", *interleave as u32);
+    let kernel = texture_kernel(gpu, w.dtype(), per_texel)?;
     let (tile_n, tile_m) = gpu.caps.texture_linear.tile();
     for chunk in chunks {
         let nc = chunk.rows.len();
@@ -207,6 +206,7 @@ pub(crate) fn dispatch_texture(
             act as u32,
             out.first as u32,
             out.pix as u32,
+            *interleave as u32,
         ];
         let cost = Cost::new(
             2.0 * (rows * nc * k) as f64,
