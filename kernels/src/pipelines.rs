@@ -34,6 +34,7 @@ shader_table!(
     "linear.wgsl",
     "linear_tiled.wgsl",
     "linear_scalar.wgsl",
+    "linear_texture_io.wgsl",
     "linear_texture.wgsl",
     "linear_texture_k8.wgsl",
     "linear_texture_subgroup.wgsl",

@@ -10,6 +10,8 @@ const LIBRARY: [&str; 2] = ["common.wgsl", "workgroup_sum.wgsl"];
 const WELFORD: &str = "welford.wgsl";
 /// Operands of the buffer matmuls, composed before linear.wgsl and linear_tiled.wgsl.
 const LINEAR_IO: &str = "linear_io.wgsl";
+/// The same for the texture matmuls, before linear_texture*.wgsl.
+const LINEAR_TEXTURE_IO: &str = "linear_texture_io.wgsl";
 /// Where kernels that call `x_at` (rows) or `x_flat` read their input: each with the element
 /// snippets it serves (texels are vec4s).
 const ROWS_IN: [(&str, &[&str]); 2] = [
@@ -40,6 +42,7 @@ fn every_shader_validates_with_every_dtype_snippet() {
                 && !LIBRARY.contains(f)
                 && *f != WELFORD
                 && *f != LINEAR_IO
+                && *f != LINEAR_TEXTURE_IO
                 && !ROWS_IN.iter().chain(&FLAT_IN).any(|(r, _)| r == f)
         })
         .collect();
@@ -58,11 +61,14 @@ fn every_shader_validates_with_every_dtype_snippet() {
         } else if text.contains("array<WPack>") {
             (&SNIPPETS, &LIBRARY)
         } else if text.contains("w_lo(") {
-            (&["wtex_f16x8.wgsl", "wtex_bf16x8.wgsl"], &LIBRARY)
+            (
+                &["wtex_f16x8.wgsl", "wtex_bf16x8.wgsl"],
+                &[LIBRARY[0], LINEAR_TEXTURE_IO],
+            )
         } else if text.contains("w_texel(") {
             (
                 &["wtex_f32.wgsl", "wtex_f16.wgsl", "wtex_bf16.wgsl"],
-                &LIBRARY,
+                &[LIBRARY[0], LINEAR_TEXTURE_IO],
             )
         } else if text.contains("workgroup_stats(") {
             (&ELEM, &[LIBRARY[0], WELFORD])

@@ -160,7 +160,12 @@ fn texture_kernel(gpu: &Gpu, dtype: DType, per_texel: usize) -> Result<Kernel> {
         (DType::F16, _) => "wtex_f16.wgsl",
         (DType::F32, _) => "wtex_f32.wgsl",
     };
-    let parts = [snippet, "common.wgsl", variant.file(per_texel)];
+    let parts = [
+        snippet,
+        "common.wgsl",
+        "linear_texture_io.wgsl",
+        variant.file(per_texel),
+    ];
     Ok(Kernel::new(variant.name(dtype), &parts).trusted())
 }
 
