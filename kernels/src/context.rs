@@ -101,6 +101,18 @@ pub struct Caps {
     pub texture_linear: TextureLinear,
 }
 
+/// A texture side of at least `len` texels that is not a power of two, where `max` allows.
+/// llvmpipe compiles a kernel once per pattern of power-of-two and other sides among the
+/// textures it reads (a fast path for wrapping coordinates), about 11 s for an unrolled matmul;
+/// a spare texel row or column keeps every shape on one compiled variant.
+pub(crate) fn texture_side(len: u32, max: u32) -> u32 {
+    let mut side = len;
+    while side.is_power_of_two() && side < max {
+        side += 1;
+    }
+    side
+}
+
 fn instance() -> wgpu::Instance {
     // Mesa's software Vulkan prints a harmless XDG_RUNTIME_DIR complaint from its device-select
     // layer; that layer is of no use to us.
@@ -390,6 +402,7 @@ impl Gpu {
         let (w, h) = entry.as_ref().map_or((width, height), |(w, h, ..)| {
             ((*w).max(width).min(max), (*h).max(height).min(max))
         });
+        let (w, h) = (texture_side(w, max), texture_side(h, max));
         // Kernels read every scratch texture as a read-only storage texture; some are filled by
         // a copy, the others by a pack kernel's storage writes.
         let usage = if matches!(slot, Scratch::Copied | Scratch::Flat) {
@@ -808,5 +821,14 @@ mod tests {
         })
         .unwrap();
         assert_eq!(gpu.adapter.label(), list[last].label());
+    }
+
+    #[test]
+    fn texture_sides_avoid_powers_of_two_within_the_limit() {
+        let sides: Vec<u32> = [1, 2, 3, 4, 384, 1024, 16384]
+            .iter()
+            .map(|&n| texture_side(n, 16384))
+            .collect();
+        assert_eq!(sides, [3, 3, 3, 5, 384, 1025, 16384]);
     }
 }

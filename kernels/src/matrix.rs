@@ -11,7 +11,7 @@
 
 use std::ops::Range;
 
-use crate::context::Gpu;
+use crate::context::{Gpu, texture_side};
 use crate::error::{KernelError, Result, shape_err};
 use crate::pool::Pool;
 use crate::tensor::{DType, Tensor};
@@ -206,8 +206,8 @@ impl Matrix {
         for start in (0..n).step_by(max_dim * group) {
             let rows = start..(start + max_dim * group).min(n);
             let size = wgpu::Extent3d {
-                width: (texels * group) as u32,
-                height: rows.len().div_ceil(group) as u32,
+                width: texture_side((texels * group) as u32, max_dim as u32),
+                height: texture_side(rows.len().div_ceil(group) as u32, max_dim as u32),
                 depth_or_array_layers: 1,
             };
             let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
