@@ -127,39 +127,42 @@ fn closed_form_gaussian_interior_bound_and_outside_the_window() {
         let mut upper = 1.0;
         for i in 0..6 {
             let r = engine.step(i, upper, &mut |_| {}).unwrap();
-            let loss = exact_loss(&x0, &eps, r.sigma, s_m);
+            let loss = exact_loss(&x0, &eps, r.step.sigma, s_m);
             let exact = exact_minimiser(&loss, upper);
             println!(
                 "s_d {s_d} s_m {s_m} widen {widen} step {i}: sigma {:.5} engine {:.5} exact {exact:.5} (upper {upper:.5}, edge {})",
-                r.sigma, r.sigma_hat, r.edge
+                r.step.sigma, r.step.sigma_hat, r.step.edge
             );
-            assert!(r.sigma_hat <= upper + 1e-12 && r.sigma_hat >= 0.0);
-            if !widen && r.edge {
+            assert!(r.step.sigma_hat <= upper + 1e-12 && r.step.sigma_hat >= 0.0);
+            if !widen && r.step.edge {
                 // The optimum lies beyond the coarse window, which the summary says.
                 assert!(
-                    (exact - r.sigma).abs() > 0.09,
+                    (exact - r.step.sigma).abs() > 0.09,
                     "step {i}: flagged an edge for an optimum at {exact}"
                 );
                 saw_edge = true;
             } else {
                 // Within one fine stride of the exact minimiser, unless the curve is so flat there
                 // that the two losses agree to the f32 precision of the GPU's sums.
-                let flat = (loss(r.sigma_hat) - loss(exact)) / loss(exact) < 1e-6;
+                let flat = (loss(r.step.sigma_hat) - loss(exact)) / loss(exact) < 1e-6;
                 assert!(
-                    (r.sigma_hat - exact).abs() <= 0.001 + 1e-9 || flat,
+                    (r.step.sigma_hat - exact).abs() <= 0.001 + 1e-9 || flat,
                     "step {i}: {} vs exact {exact}",
-                    r.sigma_hat
+                    r.step.sigma_hat
                 );
-                assert!(r.loss_calibrated <= r.loss_nominal * (1.0 + 1e-12) || r.sigma > upper);
+                assert!(
+                    r.step.loss_calibrated <= r.step.loss_nominal * (1.0 + 1e-12)
+                        || r.step.sigma > upper
+                );
             }
             // The constrained optimum sits on the bound sigma_hat_{i-1} (or 1).
             let at_bound = exact >= upper - 1e-9;
             saw_bound |= at_bound;
-            saw_far |= widen && (r.sigma_hat - r.sigma).abs() > 0.1 + 1e-9;
+            saw_far |= widen && (r.step.sigma_hat - r.step.sigma).abs() > 0.1 + 1e-9;
             saw_interior |= !at_bound
-                && (r.sigma_hat - r.sigma).abs() > 0.002
-                && (r.sigma_hat - r.sigma).abs() < 0.09;
-            upper = r.sigma_hat;
+                && (r.step.sigma_hat - r.step.sigma).abs() > 0.002
+                && (r.step.sigma_hat - r.step.sigma).abs() < 0.09;
+            upper = r.step.sigma_hat;
         }
     }
     assert!(
@@ -176,9 +179,9 @@ fn without_widen_an_outside_optimum_is_flagged_at_the_edge() {
     let sigmas = sd3_sigmas(6, 3.0);
     let engine = Engine::new(&gpu, &model, x0, eps, config(sigmas, false, 64)).unwrap();
     let r = engine.step(2, 0.99, &mut |_| {}).unwrap();
-    assert!(r.edge, "{r:?}");
+    assert!(r.step.edge, "{r:?}");
     assert!(
-        ((r.coarse_winner - r.sigma).abs() - 0.1).abs() < 1e-9,
+        ((r.coarse_winner - r.step.sigma).abs() - 0.1).abs() < 1e-9,
         "{r:?}"
     );
 }
@@ -325,11 +328,11 @@ fn batched_equals_one_candidate_per_forward() {
         (0..2)
             .map(|i| {
                 let r = engine.step(i, upper, &mut |_| {}).unwrap();
-                upper = r.sigma_hat;
+                upper = r.step.sigma_hat;
                 (
-                    r.sigma_hat,
-                    r.loss_nominal,
-                    r.loss_calibrated,
+                    r.step.sigma_hat,
+                    r.step.loss_nominal,
+                    r.step.loss_calibrated,
                     r.coarse,
                     r.fine,
                 )

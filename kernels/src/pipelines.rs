@@ -156,6 +156,16 @@ impl Composed {
         }
         (found.0.to_string(), found.1)
     }
+
+    /// A shader error at naga's `location` in the composed text, named by file and line.
+    fn error(&self, location: Option<naga::SourceLocation>, message: String) -> KernelError {
+        let (file, line) = self.locate(location.map_or(0, |l| l.line_number as usize));
+        KernelError::Shader {
+            file,
+            line,
+            message,
+        }
+    }
 }
 
 /// Concatenate shader files; `enable` directives are hoisted to the top as WGSL requires.
@@ -204,35 +214,14 @@ pub fn compose_sources(sources: &[(&'static str, &str)]) -> Composed {
 
 /// Parse and validate a composed source with naga; errors name the file and line.
 pub fn validate(composed: &Composed) -> Result<naga::Module> {
-    let module = naga::front::wgsl::parse_str(&composed.text).map_err(|e| {
-        let line = e
-            .location(&composed.text)
-            .map(|l| l.line_number as usize)
-            .unwrap_or(0);
-        let (file, line) = composed.locate(line);
-        KernelError::Shader {
-            file,
-            line,
-            message: e.message().to_string(),
-        }
-    })?;
+    let module = naga::front::wgsl::parse_str(&composed.text)
+        .map_err(|e| composed.error(e.location(&composed.text), e.message().to_string()))?;
     naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
         naga::valid::Capabilities::all(),
     )
     .validate(&module)
-    .map_err(|e| {
-        let line = e
-            .location(&composed.text)
-            .map(|l| l.line_number as usize)
-            .unwrap_or(0);
-        let (file, line) = composed.locate(line);
-        KernelError::Shader {
-            file,
-            line,
-            message: error_chain(e.as_inner()),
-        }
-    })?;
+    .map_err(|e| composed.error(e.location(&composed.text), error_chain(e.as_inner())))?;
     Ok(module)
 }
 

@@ -9,8 +9,8 @@ use crate::cli::{check_size, open_gpu};
 use crate::error::{Result, input};
 use crate::models::mmdit::{Mmdit, MmditConfig};
 use crate::noiseshift::dataset::{Dataset, Expect};
-use crate::noiseshift::search::{Engine, SearchConfig, StepResult};
-use crate::noiseshift::table::{self, ModelInfo, Resolution, Schedule, Search, Step, Table};
+use crate::noiseshift::search::{Engine, SearchConfig};
+use crate::noiseshift::table::{self, ModelInfo, Resolution, Schedule, Search, Table};
 use crate::noiseshift::{plot, velocity::MmditVelocity};
 use crate::progress::Progress;
 use crate::schedule::{DEFAULT_SHIFT, sd3_sigmas};
@@ -153,19 +153,6 @@ fn search_record(args: &Args, samples: usize, dataset: &str) -> Search {
         seed: args.seed,
         guidance: args.guidance,
         dataset: dataset.to_string(),
-    }
-}
-
-fn step_record(r: &StepResult) -> Step {
-    Step {
-        sigma: r.sigma,
-        sigma_next: r.sigma_next,
-        sigma_hat: r.sigma_hat,
-        loss_nominal: r.loss_nominal,
-        loss_calibrated: r.loss_calibrated,
-        candidates: r.candidates,
-        sigma_hat_stderr: r.sigma_hat_stderr,
-        edge: r.edge,
     }
 }
 
@@ -323,7 +310,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         })?;
         evaluations += result.evaluations;
         progress.skip_to((i + 1 - first) as u64 * per_step);
-        table.steps.push(step_record(&result));
+        table.steps.push(result.step);
         table.elapsed_seconds = already + start.elapsed().as_secs_f64();
         table.write(&out)?;
     }

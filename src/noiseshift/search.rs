@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{Result, input};
 use crate::noiseshift::grid::Window;
+use crate::noiseshift::table::Step;
 use crate::tensor_file::HostTensor;
 
 /// A velocity model as the search sees it: any family, or a closed form in tests.
@@ -39,22 +40,11 @@ pub struct SearchConfig {
     pub seed: u64,
 }
 
-/// One calibrated step.
+/// One calibrated step: its row of the calibration table and how the search got there.
 #[derive(Clone, Debug)]
 pub struct StepResult {
-    pub sigma: f64,
-    pub sigma_next: f64,
-    pub sigma_hat: f64,
-    /// Loss at s = sigma_i (no calibration).
-    pub loss_nominal: f64,
-    /// Loss at s = sigma_hat.
-    pub loss_calibrated: f64,
-    /// Candidates evaluated (coarse and fine).
-    pub candidates: usize,
-    pub sigma_hat_stderr: f64,
+    pub step: Step,
     pub coarse_winner: f64,
-    /// The coarse winner sat on the window's edge (not on a bound): the optimum may lie outside.
-    pub edge: bool,
     /// (candidate, loss) of each stage.
     pub coarse: Vec<(f64, f64)>,
     pub fine: Vec<(f64, f64)>,
@@ -279,15 +269,17 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
         let fine_pairs = fine.pairs();
         let (sigma_hat, loss_calibrated) = pick(&fine_pairs, sigma, upper);
         Ok(StepResult {
-            sigma,
-            sigma_next,
-            sigma_hat,
-            loss_nominal,
-            loss_calibrated,
-            candidates: pairs.len() + fine_pairs.len(),
-            sigma_hat_stderr: self.stderr(&fine, sigma, upper, i),
+            step: Step {
+                sigma,
+                sigma_next,
+                sigma_hat,
+                loss_nominal,
+                loss_calibrated,
+                candidates: pairs.len() + fine_pairs.len(),
+                sigma_hat_stderr: self.stderr(&fine, sigma, upper, i),
+                edge,
+            },
             coarse_winner: winner.0,
-            edge,
             coarse: pairs,
             fine: fine_pairs,
             evaluations,

@@ -50,9 +50,13 @@ pub struct Step {
     pub sigma: f64,
     pub sigma_next: f64,
     pub sigma_hat: f64,
+    /// Loss at s = sigma_i (no calibration).
     pub loss_nominal: f64,
+    /// Loss at s = sigma_hat.
     pub loss_calibrated: f64,
+    /// Candidates evaluated (coarse and fine).
     pub candidates: usize,
+    /// Bootstrap standard error of sigma_hat over the samples.
     pub sigma_hat_stderr: f64,
     /// The coarse winner sat on the edge of the searched window (the optimum may lie outside).
     #[serde(default)]
