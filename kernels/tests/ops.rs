@@ -417,9 +417,9 @@ fn attention_one_and_two_sources() {
     for gpu in gpus() {
         for &(batch, heads, d, lq, l1, l2) in &[
             (1, 1, 4, 1, 1, 0),
-            (2, 3, 16, 37, 29, 11),
+            (2, 3, 16, 37, 29, 10),
             (1, 2, 64, 65, 70, 3),
-            (2, 1, 128, 5, 9, 0),
+            (2, 1, 128, 5, 10, 0),
         ] {
             let width = heads * d;
             // q from a fused qkv of stream 1 (stride 3w), k/v from the same and from a second stream.
