@@ -75,16 +75,12 @@ fn main(
 
 {entry}
     let last_m = p.m - 1u;
-    let last_n = p.n - 1u;
     let il = p.interleave;"""]
     if sg:
         lines += [f"    let xr{g} = min(m0 + {g * wx}u + lane, last_m);" for g in range(tm // wx)]
     else:
         lines += [f"    let xr{i} = min(m0 + {i}u, last_m);" for i in range(tm)]
-    lines += [f"    let wr{j} = min(n0 + {wx * j}u, last_n);" for j in range(tn)]
-    lines += [
-        f"    let wc{j} = vec2<u32>(wr{j} % il, wr{j} / il);" for j in range(tn)
-    ]
+    lines += [f"    let wc{j} = w_origin(n0 + {wx * j}u);" for j in range(tn)]
     lines += [f"    var acc{i}_{b} = vec4<f32>(0.0);" for i in range(tm) for b in range(nb)]
     lines.append("    for (var k = 0u; k < p.kt; k++) {")
     lines.append("        let kw = vec2<u32>(k * il, 0u);")

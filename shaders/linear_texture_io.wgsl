@@ -31,6 +31,13 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
+// Where the first texel of weight row n (clamped to the last row) sits in the interleaved
+// layout; texel t of the row is k * interleave further along x.
+fn w_origin(n: u32) -> vec2<u32> {
+    let r = min(n, p.n - 1u);
+    return vec2<u32>(r % p.interleave, r / p.interleave);
+}
+
 // Columns n0, n0 + 8, n0 + 16, n0 + 24 of row m.
 fn store(m: u32, n0: u32, v: vec4<f32>) {
     if (m >= p.m) {
