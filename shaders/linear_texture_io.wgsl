@@ -6,7 +6,7 @@
 struct Params {
     m: u32,
     n: u32,
-    // W texels per row: K / 4, or K / 8 for the kernels of eight k per texel (_k8).
+    // Loop steps: K / 4, or K / 8 for the kernels of eight k per step (_k8).
     kt: u32,
     ldy: u32,
     n_off: u32,

@@ -1,12 +1,13 @@
 // y = act(x W^T + b) with both operands read through read-only storage textures: x as
-// rgba32float [K/4, M] (packed by pack_texture.wgsl), W as [K/8, N], eight f16 or bf16 weights per rgba32uint texel
-// (the snippet's w_lo and w_hi widen its first and last four; each accumulator takes all eight
-// k in one update: the subgroup kernel measured 1.1-1.5x faster on lavapipe than with one
-// update per four). Software rasterisers (Mesa's
-// llvmpipe) load texels vectorised but split every buffer load into a per-lane loop, so on
-// them this runs several times faster than linear.wgsl; and Mesa 22's llvmpipe inlines storage
-// texture loads where it calls a function per sampled-texture fetch (which also spills every
-// live register around the call).
+// rgba32float [K/4, M] (packed by pack_texture.wgsl), W as [N] rows of texels in the layout of
+// matrix.rs. Software rasterisers (Mesa's llvmpipe) load texels vectorised but split every
+// buffer load into a per-lane loop, so on them this runs several times faster than
+// linear.wgsl; and Mesa 22's llvmpipe inlines storage texture loads where it calls a function
+// per sampled-texture fetch (which also spills every live register around the call).
+// W: eight k per step, which the dtype snippet's w_step returns as two columns of four (one
+// rgba32uint texel of eight f16 or bf16, or two rgba32float texels of f32). Each accumulator
+// takes all eight in one update: the accumulators live in memory on a CPU, and the subgroup
+// kernel measured 1.1-1.5x faster on lavapipe (f16) than with one update per four.
 // Fully unrolled 32 x 8 register block per invocation (see linear.wgsl for the scheme).
 // Each lane loads the x texels of rows m0 + lane, m0 + 8 + lane, ..., and subgroupBroadcast
 // hands every row to all 8 lanes: 4 texel loads per k step where every lane would
@@ -30,7 +31,6 @@ fn main(
         return;
     }
     let last_m = p.m - 1u;
-    let il = p.interleave;
     let xr0 = min(m0 + 0u + lane, last_m);
     let xr1 = min(m0 + 8u + lane, last_m);
     let xr2 = min(m0 + 16u + lane, last_m);
@@ -108,23 +108,22 @@ fn main(
     var acc31_0 = vec4<f32>(0.0);
     var acc31_1 = vec4<f32>(0.0);
     for (var k = 0u; k < p.kt; k++) {
-        let kw = vec2<u32>(k * il, 0u);
-        let wt0 = textureLoad(wt, kw + wc0);
-        let wt1 = textureLoad(wt, kw + wc1);
-        let wt2 = textureLoad(wt, kw + wc2);
-        let wt3 = textureLoad(wt, kw + wc3);
-        let wt4 = textureLoad(wt, kw + wc4);
-        let wt5 = textureLoad(wt, kw + wc5);
-        let wt6 = textureLoad(wt, kw + wc6);
-        let wt7 = textureLoad(wt, kw + wc7);
-        let wm0 = mat4x4<f32>(w_lo(wt0), w_lo(wt1), w_lo(wt2), w_lo(wt3));
-        let wm1 = mat4x4<f32>(w_lo(wt4), w_lo(wt5), w_lo(wt6), w_lo(wt7));
+        let wt0 = w_step(k, wc0);
+        let wt1 = w_step(k, wc1);
+        let wt2 = w_step(k, wc2);
+        let wt3 = w_step(k, wc3);
+        let wt4 = w_step(k, wc4);
+        let wt5 = w_step(k, wc5);
+        let wt6 = w_step(k, wc6);
+        let wt7 = w_step(k, wc7);
+        let wm0 = mat4x4<f32>(wt0[0], wt1[0], wt2[0], wt3[0]);
+        let wm1 = mat4x4<f32>(wt4[0], wt5[0], wt6[0], wt7[0]);
         let xvs0 = textureLoad(xt, vec2<u32>(2u * k, xr0));
         let xvs1 = textureLoad(xt, vec2<u32>(2u * k, xr1));
         let xvs2 = textureLoad(xt, vec2<u32>(2u * k, xr2));
         let xvs3 = textureLoad(xt, vec2<u32>(2u * k, xr3));
-        let wn0 = mat4x4<f32>(w_hi(wt0), w_hi(wt1), w_hi(wt2), w_hi(wt3));
-        let wn1 = mat4x4<f32>(w_hi(wt4), w_hi(wt5), w_hi(wt6), w_hi(wt7));
+        let wn0 = mat4x4<f32>(wt0[1], wt1[1], wt2[1], wt3[1]);
+        let wn1 = mat4x4<f32>(wt4[1], wt5[1], wt6[1], wt7[1]);
         let xws0 = textureLoad(xt, vec2<u32>(2u * k + 1u, xr0));
         let xws1 = textureLoad(xt, vec2<u32>(2u * k + 1u, xr1));
         let xws2 = textureLoad(xt, vec2<u32>(2u * k + 1u, xr2));

@@ -1,10 +1,10 @@
 // y = act(x W^T + b) with both operands read through read-only storage textures: x as
-// rgba32float [K/4, M] (packed by pack_texture.wgsl), W as [K/4, N] in its stored dtype (the dtype snippet's texture
-// format and w_texel). Software rasterisers (Mesa's
-// llvmpipe) load texels vectorised but split every buffer load into a per-lane loop, so on
-// them this runs several times faster than linear.wgsl; and Mesa 22's llvmpipe inlines storage
-// texture loads where it calls a function per sampled-texture fetch (which also spills every
-// live register around the call).
+// rgba32float [K/4, M] (packed by pack_texture.wgsl), W as [N] rows of texels in the layout of
+// matrix.rs. Software rasterisers (Mesa's llvmpipe) load texels vectorised but split every
+// buffer load into a per-lane loop, so on them this runs several times faster than
+// linear.wgsl; and Mesa 22's llvmpipe inlines storage texture loads where it calls a function
+// per sampled-texture fetch (which also spills every live register around the call).
+// W: four k per step, one texel of the dtype snippet's texture (its w_texel widens it).
 // Fully unrolled 32 x 8 register block per invocation (see linear.wgsl for the scheme).
 // Each lane loads the x texels of rows m0 + lane, m0 + 8 + lane, ..., and subgroupBroadcast
 // hands every row to all 8 lanes: 4 texel loads per k step where every lane would

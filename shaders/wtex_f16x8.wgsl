@@ -3,10 +3,11 @@
 // brings four.
 @group(0) @binding(2) var wt: texture_storage_2d<rgba32uint, read>;
 
-fn w_lo(v: vec4<u32>) -> vec4<f32> {
-    return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
-}
-
-fn w_hi(v: vec4<u32>) -> vec4<f32> {
-    return vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
+// The eight weights of step k of the row whose first texel is at `origin`, four per column.
+fn w_step(k: u32, origin: vec2<u32>) -> mat2x4<f32> {
+    let v = textureLoad(wt, vec2<u32>(k * p.interleave, 0u) + origin);
+    return mat2x4<f32>(
+        vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)),
+        vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)),
+    );
 }

@@ -44,6 +44,7 @@ shader_table!(
     "wtex_bf16.wgsl",
     "wtex_f16x8.wgsl",
     "wtex_bf16x8.wgsl",
+    "wtex_f32x8.wgsl",
     "pack_texture.wgsl",
     "im2col_texture.wgsl",
     "attention.wgsl",

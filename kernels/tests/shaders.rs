@@ -53,16 +53,16 @@ fn every_shader_validates_with_every_dtype_snippet() {
     );
     for kernel in kernels {
         let text = SHADERS.iter().find(|(f, _)| *f == kernel).unwrap().1;
-        // Kernels that read weights through `WPack` or `w_texel` are built with a dtype snippet,
+        // Kernels that read weights through `WPack`, `w_texel` or `w_step` are built with a dtype snippet,
         // the row kernels with an element snippet; each after the library files it uses.
         const ELEM: [&str; 2] = ["elem_f32.wgsl", "elem_vec4.wgsl"];
         let (snippets, library): (&[&str], &[&str]) = if text.contains("store_one(") {
             (&SNIPPETS, &[LIBRARY[0], LIBRARY[1], LINEAR_IO])
         } else if text.contains("array<WPack>") {
             (&SNIPPETS, &LIBRARY)
-        } else if text.contains("w_lo(") {
+        } else if text.contains("w_step(") {
             (
-                &["wtex_f16x8.wgsl", "wtex_bf16x8.wgsl"],
+                &["wtex_f16x8.wgsl", "wtex_bf16x8.wgsl", "wtex_f32x8.wgsl"],
                 &[LIBRARY[0], LINEAR_TEXTURE_IO],
             )
         } else if text.contains("w_texel(") {

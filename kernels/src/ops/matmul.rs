@@ -5,7 +5,8 @@
 //! Variants, chosen by the matrix's layout and K:
 //! - texture matrices (software adapters), by [`TextureLinear`] (`Caps::texture_linear`): x is
 //!   packed into a texture and both operands are read with `textureLoad`, which llvmpipe
-//!   vectorises; `linear_texture_subgroup` where subgroups are 8 wide, else `linear_texture`;
+//!   vectorises; `linear_texture_subgroup` where subgroups are 8 wide, else `linear_texture`,
+//!   each in its `_k8` form (eight k per loop step) when K is a multiple of 8;
 //! - buffer matrices elsewhere, by [`BufferLinear`] (`Caps::buffer_linear`): `linear_tiled`
 //!   (operands staged in workgroup memory) on hardware GPUs, `linear` (register-blocked,
 //!   operands straight from the buffers) on software adapters;
@@ -15,7 +16,7 @@ use serde::Serialize;
 
 use crate::context::{Bind, Gpu};
 use crate::error::{KernelError, Result};
-use crate::matrix::{Matrix, Store, texel_k};
+use crate::matrix::{Matrix, Store};
 use crate::ops::pack::rows_texture;
 use crate::ops::{Act, chunks, chunks_max, expect_f32, weight_snippet, words};
 use crate::pipelines::Kernel;
@@ -109,9 +110,9 @@ pub enum TextureLinear {
 }
 
 impl TextureLinear {
-    /// Shader file for weight texels of `per_texel` k.
-    fn file(self, per_texel: usize) -> &'static str {
-        match (self, per_texel) {
+    /// Shader file for `step` k per loop step.
+    fn file(self, step: usize) -> &'static str {
+        match (self, step) {
             (TextureLinear::Lanes, 8) => "linear_texture_k8.wgsl",
             (TextureLinear::Lanes, _) => "linear_texture.wgsl",
             (TextureLinear::Subgroup, 8) => "linear_texture_k8_subgroup.wgsl",
@@ -140,8 +141,14 @@ impl TextureLinear {
     }
 }
 
-/// The texture kernel for weights of `dtype` with `per_texel` k in each texel.
-fn texture_kernel(gpu: &Gpu, dtype: DType, per_texel: usize) -> Result<Kernel> {
+/// K per loop step of the texture matmul: eight where K allows (one texel of eight f16 or bf16,
+/// or two f32 texels), so that each accumulator is updated once per eight k; else four.
+fn step_k(k: usize) -> usize {
+    if k.is_multiple_of(8) { 8 } else { 4 }
+}
+
+/// The texture kernel for weights of `dtype` taking `step` k per loop step.
+fn texture_kernel(gpu: &Gpu, dtype: DType, step: usize) -> Result<Kernel> {
     let variant = gpu.caps.texture_linear;
     if variant == TextureLinear::Subgroup && gpu.caps.subgroup_width != Some(8) {
         return Err(KernelError::Device(format!(
@@ -153,9 +160,11 @@ fn texture_kernel(gpu: &Gpu, dtype: DType, per_texel: usize) -> Result<Kernel> {
             )
         )));
     }
-    let snippet = match (dtype, per_texel) {
+    // matrix.rs packs f16 and bf16 eight k per texel exactly when K is a multiple of 8.
+    let snippet = match (dtype, step) {
         (DType::F16, 8) => "wtex_f16x8.wgsl",
         (DType::BF16, 8) => "wtex_bf16x8.wgsl",
+        (DType::F32, 8) => "wtex_f32x8.wgsl",
         (DType::BF16, _) => "wtex_bf16.wgsl",
         (DType::F16, _) => "wtex_f16.wgsl",
         (DType::F32, _) => "wtex_f32.wgsl",
@@ -164,7 +173,7 @@ fn texture_kernel(gpu: &Gpu, dtype: DType, per_texel: usize) -> Result<Kernel> {
         snippet,
         "common.wgsl",
         "linear_texture_io.wgsl",
-        variant.file(per_texel),
+        variant.file(step),
     ];
     Ok(Kernel::new(variant.name(dtype), &parts).trusted())
 }
@@ -195,8 +204,8 @@ pub(crate) fn dispatch_texture(
         unreachable!("texture matmul of a buffer matrix")
     };
     let (n, k) = (w.rows(), w.cols());
-    let per_texel = texel_k(w.dtype(), k);
-    let kernel = texture_kernel(gpu, w.dtype(), per_texel)?;
+    let step = step_k(k);
+    let kernel = texture_kernel(gpu, w.dtype(), step)?;
     let (tile_n, tile_m) = gpu.caps.texture_linear.tile();
     for chunk in chunks {
         let nc = chunk.rows.len();
@@ -204,7 +213,7 @@ pub(crate) fn dispatch_texture(
         let params = [
             rows as u32,
             nc as u32,
-            (k / per_texel) as u32,
+            (k / step) as u32,
             n as u32,
             chunk.rows.start as u32,
             bias.is_some() as u32,
