@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Writes linear_texture.wgsl and linear_texture_k8.wgsl, the fully unrolled matmuls for
-software adapters (16 x 16 outputs per invocation, x and W read through storage textures): four
-k per step from one W texel (f32, or halves in rgba16 formats), or eight k per step (f16/bf16
-packed eight per rgba32uint texel, or two f32 texels; one accumulator update per eight k); and
-their subgroup variants linear_texture_subgroup.wgsl and linear_texture_k8_subgroup.wgsl (32 x 8
-outputs per invocation, x rows shared across a subgroup of 8 by subgroupBroadcast).
+"""Writes the fully unrolled matmuls for software adapters (x and W read through storage
+textures), 16 x 8 outputs per invocation in workgroups of one row of 8 invocations:
+linear_texture.wgsl, four k per step from one W texel (f32, or halves in rgba16 formats), and
+linear_texture_k8.wgsl, eight k per step (f16/bf16 packed eight per rgba32uint texel, or two f32
+texels; one accumulator update per eight k); and their subgroup variants
+linear_texture_subgroup.wgsl and linear_texture_k8_subgroup.wgsl, whose 8 lanes share their x
+rows by subgroupBroadcast. These blocks and workgroups replaced 16 x 16 (per-lane) and 32 x 8
+(subgroup) blocks in workgroups of 128 and 64 invocations: on a Zen 5 VM the subgroup kernel
+ran 1.2-1.8x faster (3-4x at one row), the per-lane one 0.95-1.5x (2x at one row); see
+BENCHMARKS.md, run W.
 
 Mesa's llvmpipe keeps private arrays in memory, so the register block is spelled out as named
 variables; writing them by hand is error-prone, hence this script. Edit it, run
@@ -16,25 +20,24 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def linear_texture(kpt=4, tm=16, tn=16, wx=8, wy=16, sg=False):
+def linear_texture(kpt=4, tm=16, tn=8, wx=8, wy=1, sg=False):
+    # tm x tn outputs per invocation; workgroups of wx x wy invocations, or with sg of one
+    # subgroup of wx.
     # linear_texture_io.wgsl's store() writes columns 8 apart.
     assert wx == 8
     nb = tn // 4
     if sg:
-        entry = f"""@compute @workgroup_size({wx * wy})
+        entry = f"""@compute @workgroup_size({wx})
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(subgroup_id) sg: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {{
-    // A subgroup is {wx} invocations side by side (the wrapper runs this kernel only where
-    // subgroups are {wx} wide): columns n0 + {wx} j, starting at its lane; rows m0 .. m0 + {tm - 1}.
+    // A workgroup is one subgroup of {wx} invocations side by side (the wrapper runs this kernel
+    // only where subgroups are {wx} wide): columns n0 + {wx} j, starting at its lane; rows
+    // m0 .. m0 + {tm - 1}, the same for all its lanes, which all reach the broadcasts (the grid
+    // has no workgroup past the last row).
     let n0 = wid.x * {wx * tn}u + lane;
-    let m0 = (wid.y * {wy}u + sg) * {tm}u;
-    // m0 is the same in the whole subgroup: its lanes all stay and reach the broadcasts.
-    if (m0 >= p.m) {{
-        return;
-    }}"""
+    let m0 = wid.y * {tm}u;"""
         x_reads = f"""
 // Each lane loads the x texels of rows m0 + lane, m0 + {wx} + lane, ..., and subgroupBroadcast
 // hands every row to all {wx} lanes: {tm // wx} texel loads per k step where every lane would
@@ -134,7 +137,6 @@ fn main(
 if __name__ == "__main__":
     (HERE / "linear_texture.wgsl").write_text("\n".join(linear_texture(4)) + "\n")
     (HERE / "linear_texture_k8.wgsl").write_text("\n".join(linear_texture(8)) + "\n")
-    # Subgroup variants: 32 x 8 blocks, whose taller tile the cheaper x reads pay for.
     for kpt, name in [(4, "linear_texture_subgroup.wgsl"), (8, "linear_texture_k8_subgroup.wgsl")]:
-        lines = linear_texture(kpt, tm=32, tn=8, wy=8, sg=True)
+        lines = linear_texture(kpt, sg=True)
         (HERE / name).write_text("\n".join(lines) + "\n")

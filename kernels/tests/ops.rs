@@ -211,9 +211,11 @@ fn linear_all_dtypes_and_awkward_shapes() {
             (130, 9, 33),
             (33, 20, 64),
             (150, 131, 72),
-            // Two workgroups along both m and n of every texture kernel (256 rows, 64 or 128
-            // columns per workgroup).
+            // Several workgroups along both m and n of every texture kernel (16 rows, 64
+            // columns per workgroup) and of the buffer ones.
             (300, 131, 8),
+            // One row (adaLN) with eight k per step.
+            (1, 70, 16),
         ] {
             let variants = matmul_variants(&gpu, k);
             for (dtype, kernel) in [DType::F32, DType::F16, DType::BF16]
@@ -265,7 +267,7 @@ fn linear_texture_chunks_and_layouts() {
         // Lowered texture limits: weight textures of several chunks, with 8 rows interleaved per
         // texture row where 8 x K / (k per texel) fits the limit, else the plain layout (f32:
         // 18 texels per row, interleaved at 150 only; f16 and bf16: 9, interleaved at 150 and 100).
-        // 70 rows: a partial last row block of every kernel (16 x 16 and 32 x 8 per invocation).
+        // 70 rows: a partial last row block of every kernel (16 rows per invocation).
         let limit = gpu.limits.max_texture_dimension_2d;
         let (m, n, k) = (70, 1300, 72);
         for variant in texture_variants(&gpu) {

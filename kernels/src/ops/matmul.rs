@@ -102,10 +102,12 @@ impl BufferLinear {
 /// Kernels for matrices in textures (software adapters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum TextureLinear {
-    /// linear_texture.wgsl: 16 x 16 outputs per invocation, each loading its own x rows.
+    /// linear_texture.wgsl: 16 x 8 outputs per invocation, workgroups of 8 invocations, each
+    /// loading its own x rows.
     Lanes,
-    /// linear_texture_subgroup.wgsl: 32 x 8 outputs per invocation; each subgroup loads its
-    /// x rows once and broadcasts them. Needs subgroups exactly 8 wide (`Caps::subgroup_width`).
+    /// linear_texture_subgroup.wgsl: the same blocks, a workgroup being one subgroup, which
+    /// loads its x rows once and broadcasts them. Needs subgroups exactly 8 wide
+    /// (`Caps::subgroup_width`).
     Subgroup,
 }
 
@@ -123,8 +125,8 @@ impl TextureLinear {
     /// Outputs per workgroup along (n, m).
     fn tile(self) -> (usize, usize) {
         match self {
-            TextureLinear::Lanes => (8 * 16, 16 * 16),
-            TextureLinear::Subgroup => (8 * 8, 8 * 32),
+            // 16 x 8 outputs per invocation, one row of 8 invocations per workgroup.
+            TextureLinear::Lanes | TextureLinear::Subgroup => (8 * 8, 16),
         }
     }
 
