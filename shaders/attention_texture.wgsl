@@ -9,53 +9,7 @@
 // for four keys. Medians of six alternating timings on lavapipe, per key against blocks of
 // four: 13.2 / 15.6 GFLOP/s at L = 397 (head dim 64), 18.6 / 23.0 at L = 1024, 13.0 / 17.8 at
 // L = 397 with head dim 128; blocks of eight were slower than four. No L x L matrix.
-// D4 (head dim / 4) is defined by the op before this file: exact-size private arrays and
-// constant loop bounds let the compiler unroll them.
-
-struct Params {
-    heads: u32,
-    scale: f32,
-    lq: u32,
-    q_stride: u32,
-    q_off: u32,
-    lk: u32,
-    // First batch row of this dispatch in the query and output buffers.
-    batch0: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var kt: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(3) var vt: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(4) var<storage, read_write> o: array<vec4<f32>>;
-
-var<private> q0: array<vec4<f32>, D4>;
-var<private> q1: array<vec4<f32>, D4>;
-var<private> q2: array<vec4<f32>, D4>;
-var<private> q3: array<vec4<f32>, D4>;
-var<private> q4: array<vec4<f32>, D4>;
-var<private> q5: array<vec4<f32>, D4>;
-var<private> q6: array<vec4<f32>, D4>;
-var<private> q7: array<vec4<f32>, D4>;
-var<private> acc0: array<vec4<f32>, D4>;
-var<private> acc1: array<vec4<f32>, D4>;
-var<private> acc2: array<vec4<f32>, D4>;
-var<private> acc3: array<vec4<f32>, D4>;
-var<private> acc4: array<vec4<f32>, D4>;
-var<private> acc5: array<vec4<f32>, D4>;
-var<private> acc6: array<vec4<f32>, D4>;
-var<private> acc7: array<vec4<f32>, D4>;
-
-// Base index (vec4 units) of query row `row` of this invocation's head.
-fn query_base(gb: u32, row: u32, h: u32) -> u32 {
-    return ((gb * p.lq + min(row, p.lq - 1u)) * p.q_stride + p.q_off) / 4u + h * D4;
-}
-
-fn store(gb: u32, row: u32, h: u32, j: u32, v: vec4<f32>) {
-    if (row < p.lq) {
-        o[(gb * p.lq + row) * p.heads * D4 + h * D4 + j] = v;
-    }
-}
+// Parameters, bindings, the private arrays and store() come from attention_texture_io.wgsl.
 
 @compute @workgroup_size(16, 4)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

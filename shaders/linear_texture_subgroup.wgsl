@@ -4,7 +4,7 @@
 // buffer load into a per-lane loop, so on them this runs several times faster than
 // linear.wgsl; and Mesa 22's llvmpipe inlines storage texture loads where it calls a function
 // per sampled-texture fetch (which also spills every live register around the call).
-// W: four k per step, one texel of the dtype snippet's texture (its w_texel widens it).
+// W: four k per step, one texel of the dtype snippet's texture (w_texel widens it).
 // Fully unrolled 16 x 8 register block per invocation (see linear.wgsl for the scheme).
 // Each lane loads the x texels of rows m0 + lane, m0 + 8 + lane, ..., and subgroupBroadcast
 // hands every row to all 8 lanes: 2 texel loads per k step where every lane would

@@ -413,6 +413,15 @@ fn activations() {
     }
 }
 
+/// Every attention kernel `gpu` can run: the subgroup one needs subgroups 8 wide.
+fn attention_variants(gpu: &Gpu) -> Vec<AttentionVariant> {
+    let mut v = vec![AttentionVariant::Buffer, AttentionVariant::Texture];
+    if gpu.caps.subgroup_width == Some(8) {
+        v.push(AttentionVariant::TextureSubgroup);
+    }
+    v
+}
+
 #[test]
 fn attention_one_and_two_sources() {
     let mut r = rng("attention");
@@ -461,19 +470,18 @@ fn attention_one_and_two_sources() {
                 len: lq,
                 off: 0,
             };
-            let outs: Vec<(AttentionVariant, Tensor)> =
-                [AttentionVariant::Buffer, AttentionVariant::Texture]
-                    .into_iter()
-                    .map(|v| {
-                        (
-                            v,
-                            ops::attention::attention_with(
-                                &gpu, query, &sources, batch, heads, d, scale, v,
-                            )
-                            .unwrap(),
+            let outs: Vec<(AttentionVariant, Tensor)> = attention_variants(&gpu)
+                .into_iter()
+                .map(|v| {
+                    (
+                        v,
+                        ops::attention::attention_with(
+                            &gpu, query, &sources, batch, heads, d, scale, v,
                         )
-                    })
-                    .collect();
+                        .unwrap(),
+                    )
+                })
+                .collect();
             let q = cpu::Rows {
                 data: &s1,
                 len: lq,
@@ -499,6 +507,31 @@ fn attention_one_and_two_sources() {
                     format!("attention {variant:?} b{batch} h{heads} d{d} lq{lq} l{l1}+{l2}");
                 assert_close(&what, &gpu, &out.to_vec(&gpu).unwrap(), &want, 5e-6);
             }
+        }
+        // Where subgroups are not 8 wide (GL has none), the subgroup kernel is refused by name.
+        if gpu.caps.subgroup_width != Some(8) {
+            let t = Tensor::from_f32(&gpu, &[2, 8], &randn(&mut r, 16, 1.0)).unwrap();
+            let err = ops::attention::attention_with(
+                &gpu,
+                QuerySource {
+                    tensor: &t,
+                    len: 2,
+                    off: 0,
+                },
+                &[KvSource {
+                    tensor: &t,
+                    len: 2,
+                    k_off: 0,
+                    v_off: 4,
+                }],
+                1,
+                1,
+                4,
+                1.0,
+                AttentionVariant::TextureSubgroup,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("subgroups 8 wide"), "{err}");
         }
     }
 }
@@ -534,7 +567,7 @@ fn attention_large_scores_stay_finite() {
         d,
         1.0,
     );
-    for variant in [AttentionVariant::Buffer, AttentionVariant::Texture] {
+    for variant in attention_variants(gpu) {
         let sources = [KvSource {
             tensor: &kvt,
             len: l,
@@ -557,7 +590,7 @@ fn attention_large_scores_stay_finite() {
         )
         .unwrap();
         // Scores of a few thousand carry f32 rounding of ~1e-4 in the exponent, which rows
-        // whose two best keys nearly tie pass on to the output: both kernels measured up to
+        // whose two best keys nearly tie pass on to the output: the kernels measured up to
         // 1.5e-5 against the f64 reference (6.6e-6 at worst over seeds 1-25), where an
         // overflowing softmax gives NaN or errors of order 1.
         assert_close(

@@ -12,6 +12,8 @@ const WELFORD: &str = "welford.wgsl";
 const LINEAR_IO: &str = "linear_io.wgsl";
 /// The same for the texture matmuls, before linear_texture*.wgsl.
 const LINEAR_TEXTURE_IO: &str = "linear_texture_io.wgsl";
+/// And for the texture attention kernels, before attention_texture*.wgsl.
+const ATTENTION_TEXTURE_IO: &str = "attention_texture_io.wgsl";
 /// Where kernels that call `x_at` (rows) or `x_flat` read their input: each with the element
 /// snippets it serves (texels are vec4s).
 const ROWS_IN: [(&str, &[&str]); 2] = [
@@ -43,6 +45,7 @@ fn every_shader_validates_with_every_dtype_snippet() {
                 && *f != WELFORD
                 && *f != LINEAR_IO
                 && *f != LINEAR_TEXTURE_IO
+                && *f != ATTENTION_TEXTURE_IO
                 && !ROWS_IN.iter().chain(&FLAT_IN).any(|(r, _)| r == f)
         })
         .collect();
@@ -53,8 +56,9 @@ fn every_shader_validates_with_every_dtype_snippet() {
     );
     for kernel in kernels {
         let text = SHADERS.iter().find(|(f, _)| *f == kernel).unwrap().1;
-        // Kernels that read weights through `WPack`, `w_texel` or `w_step` are built with a dtype snippet,
-        // the row kernels with an element snippet; each after the library files it uses.
+        // Kernels that read weights through `WPack`, `w_texel` or `w_step` are built with a
+        // dtype snippet, the row kernels with an element snippet; each after the library files
+        // it uses.
         const ELEM: [&str; 2] = ["elem_f32.wgsl", "elem_vec4.wgsl"];
         let (snippets, library): (&[&str], &[&str]) = if text.contains("store_one(") {
             (&SNIPPETS, &[LIBRARY[0], LIBRARY[1], LINEAR_IO])
@@ -70,6 +74,8 @@ fn every_shader_validates_with_every_dtype_snippet() {
                 &["wtex_f32.wgsl", "wtex_f16.wgsl", "wtex_bf16.wgsl"],
                 &[LIBRARY[0], LINEAR_TEXTURE_IO],
             )
+        } else if text.contains("query_base(") {
+            (&[], &[ATTENTION_TEXTURE_IO])
         } else if text.contains("workgroup_stats(") {
             (&ELEM, &[LIBRARY[0], WELFORD])
         } else if text.contains("array<Elem>") {
@@ -111,7 +117,7 @@ fn every_shader_validates_with_every_dtype_snippet() {
         // welford.wgsl, part of every composition here), the sets welford.wgsl reduces at once
         // (layer_norm's rows per workgroup), flat_in_texture.wgsl's row width and
         // attention_texture's head dim / 4.
-        let defines: &[(&str, u32)] = if text.contains("array<vec4<f32>, D4>") {
+        let defines: &[(&str, u32)] = if text.contains("query_base(") {
             &[("WG", 256), ("D4", 16)]
         } else if text.contains("workgroup_stats(") {
             &[("WG", 256), ("SETS", 2), ("FLAT_WIDTH", 4096)]

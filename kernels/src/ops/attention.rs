@@ -1,14 +1,16 @@
 //! Fused scaled-dot-product attention over heads, with an online softmax (no L x L scores in
 //! memory), any sequence lengths, and keys/values from one or two sources.
 //!
-//! Two variants: `attention` reads everything from buffers (hardware GPUs); on software
-//! adapters `attention_texture` first packs keys and values of both sources into one
-//! texture each (llvmpipe fetches texels vectorised) and carries eight queries per invocation.
+//! Variants: `attention` reads everything from buffers (hardware GPUs); on software adapters
+//! `attention_texture` first packs keys and values of both sources into one texture each
+//! (llvmpipe fetches texels vectorised) and carries eight queries per invocation, and where
+//! subgroups are 8 wide `attention_texture_subgroup` also shares each key and value texel
+//! across the subgroup's lanes.
 
 use crate::context::{Bind, Gpu, Scratch};
 use crate::error::{KernelError, Result, shape_err};
 use crate::ops::pack::{PackRows, pack_rows};
-use crate::ops::{expect_f32, words};
+use crate::ops::{expect_f32, expect_subgroups_of_8, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::{DType, Tensor};
@@ -36,10 +38,14 @@ pub struct KvSource<'a> {
 /// Which kernel runs attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttentionVariant {
-    /// Textures on software adapters, buffers elsewhere.
+    /// Buffers on hardware GPUs; on software adapters textures, through the subgroup kernel
+    /// where subgroups are 8 wide.
     Auto,
     Buffer,
+    /// attention_texture.wgsl, each invocation loading its own keys and values.
     Texture,
+    /// attention_texture_subgroup.wgsl; needs subgroups exactly 8 wide.
+    TextureSubgroup,
 }
 
 /// softmax(q k^T * scale) v for every sample and head; keys/values are the concatenation of
@@ -127,13 +133,18 @@ pub fn attention_with(
         return shape_err(OP, "no keys to attend to");
     }
     let out = Tensor::empty(gpu, &[batch, q.len, width], DType::F32)?;
+    let subgroup = gpu.caps.subgroup_width == Some(8);
     let texture = match variant {
-        AttentionVariant::Auto => gpu.caps.software,
-        AttentionVariant::Buffer => false,
-        AttentionVariant::Texture => true,
+        AttentionVariant::Auto if gpu.caps.software => Some(subgroup),
+        AttentionVariant::Auto | AttentionVariant::Buffer => None,
+        AttentionVariant::Texture => Some(false),
+        AttentionVariant::TextureSubgroup => {
+            expect_subgroups_of_8(gpu, "attention")?;
+            Some(true)
+        }
     };
-    if texture {
-        attention_texture(gpu, q, kv, batch, heads, head_dim, scale, &out)?;
+    if let Some(subgroup) = texture {
+        attention_texture(gpu, q, kv, batch, heads, head_dim, scale, subgroup, &out)?;
         return Ok(out);
     }
     let second = kv.get(1).copied().unwrap_or(KvSource {
@@ -214,7 +225,9 @@ fn pack_sources(
     Ok(view)
 }
 
-/// Queries per invocation and invocations per workgroup of attention_texture.wgsl.
+/// Queries per invocation of both texture kernels, and invocations per workgroup (queries x
+/// heads) of attention_texture.wgsl; the subgroup kernel's workgroup is one subgroup of 8 along
+/// the queries.
 const TEX_TQ: usize = 8;
 const TEX_WG: [usize; 2] = [16, 4];
 
@@ -227,6 +240,7 @@ fn attention_texture(
     heads: usize,
     head_dim: usize,
     scale: f32,
+    subgroup: bool,
     out: &Tensor,
 ) -> Result<()> {
     let width = heads * head_dim;
@@ -241,7 +255,16 @@ fn attention_texture(
         });
     }
     let per = (max / lk).max(1);
-    let kernel = Kernel::new("attention_texture", &["attention_texture.wgsl"])
+    let (name, file, wg) = if subgroup {
+        (
+            "attention_texture_subgroup",
+            "attention_texture_subgroup.wgsl",
+            [8, 1],
+        )
+    } else {
+        ("attention_texture", "attention_texture.wgsl", TEX_WG)
+    };
+    let kernel = Kernel::new(name, &["attention_texture_io.wgsl", file])
         .define("D4", (head_dim / 4) as u32)
         .trusted();
     for b0 in (0..batch).step_by(per) {
@@ -269,8 +292,8 @@ fn attention_texture(
                 out.bind("out"),
             ],
             [
-                q.len.div_ceil(TEX_TQ * TEX_WG[0]) as u32,
-                heads.div_ceil(TEX_WG[1]) as u32,
+                q.len.div_ceil(TEX_TQ * wg[0]) as u32,
+                heads.div_ceil(wg[1]) as u32,
                 nb as u32,
             ],
             Cost::new(

@@ -18,7 +18,9 @@ use crate::context::{Bind, Gpu};
 use crate::error::{KernelError, Result};
 use crate::matrix::{Matrix, Store};
 use crate::ops::pack::rows_texture;
-use crate::ops::{Act, chunks, chunks_max, expect_f32, weight_snippet, words};
+use crate::ops::{
+    Act, chunks, chunks_max, expect_f32, expect_subgroups_of_8, weight_snippet, words,
+};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
 use crate::tensor::{DType, Tensor};
@@ -152,15 +154,8 @@ fn step_k(k: usize) -> usize {
 /// The texture kernel for weights of `dtype` taking `step` k per loop step.
 fn texture_kernel(gpu: &Gpu, dtype: DType, step: usize) -> Result<Kernel> {
     let variant = gpu.caps.texture_linear;
-    if variant == TextureLinear::Subgroup && gpu.caps.subgroup_width != Some(8) {
-        return Err(KernelError::Device(format!(
-            "the subgroup texture matmul needs subgroups 8 wide; {} has {}",
-            gpu.adapter.label(),
-            gpu.caps.subgroup_width.map_or_else(
-                || "no subgroups of one fixed width".to_string(),
-                |w| format!("subgroups {w} wide")
-            )
-        )));
+    if variant == TextureLinear::Subgroup {
+        expect_subgroups_of_8(gpu, "texture matmul")?;
     }
     // matrix.rs packs f16 and bf16 eight k per texel exactly when K is a multiple of 8.
     let snippet = match (dtype, step) {

@@ -64,6 +64,22 @@ pub(crate) fn weight_snippet(gpu: &Gpu, dtype: DType) -> &'static str {
     }
 }
 
+/// The subgroup kernels (`kernel` names one) broadcast between exactly 8 lanes: refuse
+/// adapters whose subgroups are not 8 wide.
+pub(crate) fn expect_subgroups_of_8(gpu: &Gpu, kernel: &str) -> Result<()> {
+    match gpu.caps.subgroup_width {
+        Some(8) => Ok(()),
+        width => Err(KernelError::Device(format!(
+            "the subgroup {kernel} needs subgroups 8 wide; {} has {}",
+            gpu.adapter.label(),
+            width.map_or_else(
+                || "no subgroups of one fixed width".to_string(),
+                |w| format!("subgroups {w} wide")
+            )
+        ))),
+    }
+}
+
 /// Activations are f32: refuse anything else with the op's name.
 pub(crate) fn expect_f32(op: &'static str, what: &str, t: &Tensor) -> Result<()> {
     if t.dtype() != DType::F32 {
