@@ -9,7 +9,8 @@
 // for four keys. Medians of six alternating timings on lavapipe, per key against blocks of
 // four: 13.2 / 15.6 GFLOP/s at L = 397 (head dim 64), 18.6 / 23.0 at L = 1024, 13.0 / 17.8 at
 // L = 397 with head dim 128; blocks of eight were slower than four. No L x L matrix.
-// Parameters, bindings, the private arrays and store() come from attention_texture_io.wgsl.
+// Parameters, bindings, the private arrays, load_queries() and store_outputs() come from
+// attention_texture_io.wgsl.
 
 @compute @workgroup_size(16, 4)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -20,32 +21,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let gb = p.batch0 + b;
-    let qb0 = query_base(gb, row0 + 0u, h);
-    let qb1 = query_base(gb, row0 + 1u, h);
-    let qb2 = query_base(gb, row0 + 2u, h);
-    let qb3 = query_base(gb, row0 + 3u, h);
-    let qb4 = query_base(gb, row0 + 4u, h);
-    let qb5 = query_base(gb, row0 + 5u, h);
-    let qb6 = query_base(gb, row0 + 6u, h);
-    let qb7 = query_base(gb, row0 + 7u, h);
-    for (var j = 0u; j < D4; j++) {
-        q0[j] = q[qb0 + j] * p.scale;
-        acc0[j] = vec4<f32>(0.0);
-        q1[j] = q[qb1 + j] * p.scale;
-        acc1[j] = vec4<f32>(0.0);
-        q2[j] = q[qb2 + j] * p.scale;
-        acc2[j] = vec4<f32>(0.0);
-        q3[j] = q[qb3 + j] * p.scale;
-        acc3[j] = vec4<f32>(0.0);
-        q4[j] = q[qb4 + j] * p.scale;
-        acc4[j] = vec4<f32>(0.0);
-        q5[j] = q[qb5 + j] * p.scale;
-        acc5[j] = vec4<f32>(0.0);
-        q6[j] = q[qb6 + j] * p.scale;
-        acc6[j] = vec4<f32>(0.0);
-        q7[j] = q[qb7 + j] * p.scale;
-        acc7[j] = vec4<f32>(0.0);
-    }
+    load_queries(gb, row0, h);
     var run_max_a = vec4<f32>(-3.0e38);
     var run_sum_a = vec4<f32>(0.0);
     var run_max_b = vec4<f32>(-3.0e38);
@@ -122,16 +98,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             acc7[j] = acc7[j] * cb.w + eb0.w * vv0 + eb1.w * vv1 + eb2.w * vv2 + eb3.w * vv3;
         }
     }
-    let inv_a = 1.0 / run_sum_a;
-    let inv_b = 1.0 / run_sum_b;
-    for (var j = 0u; j < D4; j++) {
-        store(gb, row0 + 0u, h, j, acc0[j] * inv_a.x);
-        store(gb, row0 + 1u, h, j, acc1[j] * inv_a.y);
-        store(gb, row0 + 2u, h, j, acc2[j] * inv_a.z);
-        store(gb, row0 + 3u, h, j, acc3[j] * inv_a.w);
-        store(gb, row0 + 4u, h, j, acc4[j] * inv_b.x);
-        store(gb, row0 + 5u, h, j, acc5[j] * inv_b.y);
-        store(gb, row0 + 6u, h, j, acc6[j] * inv_b.z);
-        store(gb, row0 + 7u, h, j, acc7[j] * inv_b.w);
-    }
+    store_outputs(gb, row0, h, run_sum_a, run_sum_b);
 }

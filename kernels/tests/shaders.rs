@@ -74,7 +74,7 @@ fn every_shader_validates_with_every_dtype_snippet() {
                 &["wtex_f32.wgsl", "wtex_f16.wgsl", "wtex_bf16.wgsl"],
                 &[LIBRARY[0], LINEAR_TEXTURE_IO],
             )
-        } else if text.contains("query_base(") {
+        } else if text.contains("load_queries(") {
             (&[], &[ATTENTION_TEXTURE_IO])
         } else if text.contains("workgroup_stats(") {
             (&ELEM, &[LIBRARY[0], WELFORD])
@@ -117,7 +117,7 @@ fn every_shader_validates_with_every_dtype_snippet() {
         // welford.wgsl, part of every composition here), the sets welford.wgsl reduces at once
         // (layer_norm's rows per workgroup), flat_in_texture.wgsl's row width and
         // attention_texture's head dim / 4.
-        let defines: &[(&str, u32)] = if text.contains("query_base(") {
+        let defines: &[(&str, u32)] = if text.contains("load_queries(") {
             &[("WG", 256), ("D4", 16)]
         } else if text.contains("workgroup_stats(") {
             &[("WG", 256), ("SETS", 2), ("FLAT_WIDTH", 4096)]
