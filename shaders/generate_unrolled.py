@@ -233,6 +233,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
     lines += ["        }", "    }", "    store_outputs(gb, row0, h, run_sum_a, run_sum_b);", "}"]
     return lines
 
+
 if __name__ == "__main__":
     (HERE / "linear_texture.wgsl").write_text("\n".join(linear_texture(4)) + "\n")
     (HERE / "linear_texture_k8.wgsl").write_text("\n".join(linear_texture(8)) + "\n")

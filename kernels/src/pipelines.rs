@@ -51,7 +51,6 @@ shader_table!(
     "attention_texture_io.wgsl",
     "attention_texture.wgsl",
     "attention_texture_subgroup.wgsl",
-    "attention_texture_subgroup.wgsl",
     "welford.wgsl",
     "rows_in_buffer.wgsl",
     "rows_in_texture.wgsl",

@@ -156,3 +156,17 @@ fn errors_name_the_file_and_line() {
         other => panic!("expected a shader error, got {other:?}"),
     }
 }
+
+#[test]
+fn the_shader_table_lists_every_wgsl_file_once() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shaders");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|f| f.ends_with(".wgsl"))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = SHADERS.iter().map(|(f, _)| f.to_string()).collect();
+    listed.sort();
+    assert_eq!(listed, on_disk);
+}
