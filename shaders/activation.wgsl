@@ -1,8 +1,8 @@
-// y = act(x) element-wise; n counts Elem (elem_*.wgsl).
+// y = ACT(x) element-wise (ACT: a define, see `activate` in common.wgsl); n counts Elem
+// (elem_*.wgsl).
 
 struct Params {
     n: u32,
-    act: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -13,6 +13,6 @@ struct Params {
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(gid, groups);
     if (i < p.n) {
-        y[i] = activate_elem(x[i], p.act);
+        y[i] = activate_elem(x[i], ACT);
     }
 }

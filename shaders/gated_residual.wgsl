@@ -25,13 +25,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
         return;
     }
     let first = (wid.y + wid.z * groups.y) * R;
-    var sample = 0xffffffffu;
+    // The sample by counting, as in modulate.wgsl.
+    var sample = first / p.tokens;
+    var next = first;
     var gate = Elem(0.0);
     for (var row = first; row < min(first + R, p.rows); row++) {
-        let s = row / p.tokens;
-        if (s != sample) {
-            sample = s;
-            gate = modv[s * p.mod_stride + p.gate_off + c];
+        if (row == next) {
+            gate = modv[sample * p.mod_stride + p.gate_off + c];
+            sample += 1u;
+            next = sample * p.tokens;
         }
         let i = row * p.cols + c;
         x[i] += gate * y[i];

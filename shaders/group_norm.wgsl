@@ -13,7 +13,6 @@ struct Params {
     groups: u32,
     hw: u32,
     eps: f32,
-    act: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -43,7 +42,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let shift = bias[ch];
         let at = base + c * p.hw;
         for (var i = lid; i < p.hw; i += WG) {
-            y[at + i] = activate_elem(((x_flat(at + i) - pivot) - stats.y) * scale + shift, p.act);
+            y[at + i] = activate_elem(((x_flat(at + i) - pivot) - stats.y) * scale + shift, ACT);
         }
     }
 }

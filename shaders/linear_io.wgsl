@@ -10,7 +10,6 @@ struct Params {
     ldy: u32,
     n_off: u32,
     has_bias: u32,
-    act: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -28,5 +27,5 @@ fn store_one(m: u32, n: u32, v: f32) {
     if (p.has_bias != 0u) {
         r += bias[p.n_off + n];
     }
-    y[m * p.ldy + p.n_off + n] = activate(r, p.act);
+    y[m * p.ldy + p.n_off + n] = activate(r, ACT);
 }

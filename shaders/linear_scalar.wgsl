@@ -9,7 +9,6 @@ struct Params {
     ldy: u32,
     n_off: u32,
     has_bias: u32,
-    act: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -32,5 +31,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (p.has_bias != 0u) {
         acc += bias[p.n_off + n];
     }
-    y[m * p.ldy + p.n_off + n] = activate(acc, p.act);
+    y[m * p.ldy + p.n_off + n] = activate(acc, ACT);
 }

@@ -1,7 +1,10 @@
 // Operands and output of the texture matmuls (linear_texture*.wgsl, composed after this):
 // x as rgba32float [K/4, M] (packed by pack_texture.wgsl), W in a texture of its dtype
-// snippet. Output rows go to y[row * ldy + col], or with `pix` > 0 to the NCHW position of a
-// conv output pixel: y[((row / pix) * ldy + col) * pix + row % pix] (im2col convolution).
+// snippet. Output rows go to y[row * ldy + col], or with the define NCHW = 1 to the NCHW
+// position of a conv output pixel: y[((row / pix) * ldy + col) * pix + row % pix] (im2col
+// convolution). NCHW and ACT are defines so that the epilogue of a plain matmul holds no
+// untaken branch: llvmpipe runs both sides of a branch on a uniform under a lane mask, and the
+// integer division alone cost 2-3 % of a matmul.
 
 struct Params {
     m: u32,
@@ -11,7 +14,6 @@ struct Params {
     ldy: u32,
     n_off: u32,
     has_bias: u32,
-    act: u32,
     // Global index of this dispatch's first row (NCHW mode binds the whole output).
     m_off: u32,
     pix: u32,
@@ -53,10 +55,10 @@ fn store(m: u32, n0: u32, v: vec4<f32>) {
             }
             let col = p.n_off + n;
             var at = row * p.ldy + col;
-            if (p.pix > 0u) {
+            if (NCHW != 0u) {
                 at = ((row / p.pix) * p.ldy + col) * p.pix + row % p.pix;
             }
-            y[at] = activate(r, p.act);
+            y[at] = activate(r, ACT);
         }
     }
 }

@@ -27,16 +27,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
         return;
     }
     let first = (wid.y + wid.z * groups.y) * R;
-    var sample = 0xffffffffu;
+    // Rows find their sample by counting, not dividing: a division per row cost 20 % here on
+    // llvmpipe. `sample` is the one whose values load at row `next`.
+    var sample = first / p.tokens;
+    var next = first;
     var scale = Elem(0.0);
     var shift = Elem(0.0);
     for (var row = first; row < min(first + R, p.rows); row++) {
-        let s = row / p.tokens;
-        if (s != sample) {
-            sample = s;
-            let m = s * p.mod_stride + c;
+        if (row == next) {
+            let m = sample * p.mod_stride + c;
             scale = 1.0 + modv[m + p.scale_off];
             shift = modv[m + p.shift_off];
+            sample += 1u;
+            next = sample * p.tokens;
         }
         let i = row * p.cols + c;
         y[i] = x[i] * scale + shift;

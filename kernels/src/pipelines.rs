@@ -1,8 +1,10 @@
 //! Builds compute pipelines from the WGSL files in `shaders/` and caches them.
 //!
 //! A kernel is a list of shader files composed in order (a dtype snippet, then the kernel), plus
-//! override constants for variants (activation, tile sizes). Every composed source is parsed and
-//! validated by naga first, so a broken shader reports its own file and line.
+//! constants for variants (the activation, sizes, modes): override constants or `const` defines,
+//! both folded before the driver compiles, so a variant's untaken branches cost nothing. Every
+//! composed source is parsed and validated by naga first, so a broken shader reports its own
+//! file and line.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -92,7 +94,8 @@ pub struct Kernel {
     pub parts: Vec<&'static str>,
     pub constants: Vec<(&'static str, u32)>,
     /// `const NAME: u32 = V;` lines put before the sources: sizes that must be known at
-    /// shader-creation time (private array lengths), unlike override constants.
+    /// shader-creation time (private array lengths), unlike override constants, and the
+    /// switches of the activation, matmul and LayerNorm kernels (ACT, NCHW, HAS_*).
     pub defines: Vec<(&'static str, u32)>,
     pub trusted: bool,
 }

@@ -116,13 +116,23 @@ fn every_shader_validates_with_every_dtype_snippet() {
         // Sizes the ops define at build time: the reduction width (workgroup_sum.wgsl or
         // welford.wgsl, part of every composition here), the sets welford.wgsl reduces at once
         // (layer_norm's rows per workgroup), flat_in_texture.wgsl's row width and
-        // attention_texture's head dim / 4.
+        // attention_texture's head dim / 4, the activation of the matmuls, activation.wgsl and
+        // group_norm.wgsl (ACT; SiLU), LayerNorm's optional parts (HAS_*) and the texture
+        // matmuls' output mode (NCHW; convolution pixels).
         let defines: &[(&str, u32)] = if text.contains("load_queries(") {
             &[("WG", 256), ("D4", 16)]
         } else if text.contains("workgroup_stats(") {
-            &[("WG", 256), ("SETS", 2), ("FLAT_WIDTH", 4096)]
+            &[
+                ("WG", 256),
+                ("SETS", 2),
+                ("FLAT_WIDTH", 4096),
+                ("ACT", 4),
+                ("HAS_WEIGHT", 1),
+                ("HAS_BIAS", 1),
+                ("HAS_MOD", 1),
+            ]
         } else {
-            &[("WG", 256)]
+            &[("WG", 256), ("ACT", 4), ("NCHW", 1)]
         };
         for parts in variants {
             let mut composed = compose(&parts).unwrap();

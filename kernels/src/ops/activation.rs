@@ -22,7 +22,8 @@ pub fn activation(gpu: &Gpu, x: &Tensor, act: Act) -> Result<Tensor> {
     expect_f32("activation", "input", x)?;
     let y = Tensor::empty(gpu, x.shape(), x.dtype())?;
     let (snippet, w) = elem_width(x.numel(), 0);
-    let kernel = Kernel::new("activation", &["common.wgsl", snippet, "activation.wgsl"]);
+    let kernel = Kernel::new("activation", &["common.wgsl", snippet, "activation.wgsl"])
+        .define("ACT", act as u32);
     let elem_bytes = 4 * w as u64;
     for r in flat_chunks(gpu, "activation", x.numel() / w, elem_bytes)? {
         let (n, off, bytes) = (
@@ -32,7 +33,7 @@ pub fn activation(gpu: &Gpu, x: &Tensor, act: Act) -> Result<Tensor> {
         );
         gpu.dispatch(
             &kernel,
-            words(&[n as u32, act as u32]),
+            words(&[n as u32]),
             &[x.bind_range("x", off, bytes), y.bind_range("y", off, bytes)],
             grid_flat(gpu, n),
             Cost::new(8.0 * bytes as f64 / 4.0, 2.0 * bytes as f64),

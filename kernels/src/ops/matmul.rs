@@ -151,8 +151,9 @@ fn step_k(k: usize) -> usize {
     if k.is_multiple_of(8) { 8 } else { 4 }
 }
 
-/// The texture kernel for weights of `dtype` taking `step` k per loop step.
-fn texture_kernel(gpu: &Gpu, dtype: DType, step: usize) -> Result<Kernel> {
+/// The texture kernel for weights of `dtype` taking `step` k per loop step, ending in `act`,
+/// writing rows or (`nchw`) convolution pixels.
+fn texture_kernel(gpu: &Gpu, dtype: DType, step: usize, act: Act, nchw: bool) -> Result<Kernel> {
     let variant = gpu.caps.texture_linear;
     if variant == TextureLinear::Subgroup {
         expect_subgroups_of_8(gpu, "texture matmul")?;
@@ -172,7 +173,10 @@ fn texture_kernel(gpu: &Gpu, dtype: DType, step: usize) -> Result<Kernel> {
         "linear_texture_io.wgsl",
         variant.file(step),
     ];
-    Ok(Kernel::new(variant.name(dtype), &parts).trusted())
+    Ok(Kernel::new(variant.name(dtype), &parts)
+        .define("ACT", act as u32)
+        .define("NCHW", nchw as u32)
+        .trusted())
 }
 
 /// Output placement of the texture matmul: row-major rows, or NCHW pixels (convolution).
@@ -202,7 +206,7 @@ pub(crate) fn dispatch_texture(
     };
     let (n, k) = (w.rows(), w.cols());
     let step = step_k(k);
-    let kernel = texture_kernel(gpu, w.dtype(), step)?;
+    let kernel = texture_kernel(gpu, w.dtype(), step, act, out.pix > 0)?;
     let (tile_n, tile_m) = gpu.caps.texture_linear.tile();
     for chunk in chunks {
         let nc = chunk.rows.len();
@@ -214,7 +218,6 @@ pub(crate) fn dispatch_texture(
             n as u32,
             chunk.rows.start as u32,
             bias.is_some() as u32,
-            act as u32,
             out.first as u32,
             out.pix as u32,
             *interleave as u32,
@@ -319,7 +322,9 @@ fn linear_buffer(
             "linear_io.wgsl",
             file,
         ];
-        Kernel::new(name, &parts).trusted()
+        Kernel::new(name, &parts)
+            .define("ACT", act as u32)
+            .trusted()
     } else {
         Kernel::new(
             "linear_scalar",
@@ -329,6 +334,7 @@ fn linear_buffer(
                 "linear_scalar.wgsl",
             ],
         )
+        .define("ACT", act as u32)
     };
     for rows in &row_chunks {
         for cols in &col_chunks {
@@ -349,7 +355,6 @@ fn linear_buffer(
                 n as u32,
                 cols.start as u32,
                 bias.is_some() as u32,
-                act as u32,
             ];
             let groups = if vec4 {
                 let (tn, tm) = variant.tile();

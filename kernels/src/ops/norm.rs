@@ -132,6 +132,9 @@ pub fn layer_norm(
     )
     .define("WG", reduction_width(gpu))
     .define("SETS", rows_per_group as u32)
+    .define("HAS_WEIGHT", weight.is_some() as u32)
+    .define("HAS_BIAS", bias.is_some() as u32)
+    .define("HAS_MOD", modulation.is_some() as u32)
     // Every index is in range by the checks above; naga's clamps measured about 10 % here.
     .trusted();
     for std::ops::Range { start, end } in ranges {
@@ -142,9 +145,6 @@ pub fn layer_norm(
             (d / w) as u32,
             tokens as u32,
             eps.to_bits(),
-            weight.is_some() as u32,
-            bias.is_some() as u32,
-            modulation.is_some() as u32,
             (mod_stride / w) as u32,
             (shift / w) as u32,
             (scale / w) as u32,
@@ -316,6 +316,7 @@ pub fn group_norm(
     )
     .define("WG", reduction_width(gpu))
     .define("SETS", 1)
+    .define("ACT", act as u32)
     .define("FLAT_WIDTH", width as u32)
     // Every index is in range by the checks above.
     .trusted();
@@ -328,7 +329,6 @@ pub fn group_norm(
             groups as u32,
             hw as u32,
             eps.to_bits(),
-            act as u32,
         ];
         let view;
         let x_bind = if texture {
