@@ -403,13 +403,9 @@ impl Gpu {
             ((*w).max(width).min(max), (*h).max(height).min(max))
         });
         let (w, h) = (texture_side(w, max), texture_side(h, max));
-        // Kernels read every scratch texture as a read-only storage texture; some are filled by
-        // a copy, the others by a pack kernel's storage writes.
-        let usage = if matches!(slot, Scratch::Copied | Scratch::Flat) {
-            wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST
-        } else {
-            wgpu::TextureUsages::STORAGE_BINDING
-        };
+        // Kernels read every scratch texture as a read-only storage texture; each is filled by
+        // copies or by a pack kernel's storage writes.
+        let usage = wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let texture = self.device.create_texture(&wgpu::TextureDescriptor {
             label: Some("scratch"),

@@ -434,6 +434,10 @@ fn attention_one_and_two_sources() {
             (2, 3, 16, 37, 29, 10),
             (1, 2, 64, 65, 70, 3),
             (2, 1, 128, 5, 10, 0),
+            // Key/value rows whose pitch is a multiple of 256 bytes are copied into the
+            // textures, the others packed: here the first key source's values start 128 bytes
+            // into its 256-byte rows, in two batches.
+            (2, 2, 16, 7, 9, 6),
         ] {
             let width = heads * d;
             // q from a fused qkv of stream 1 (stride 3w), k/v from the same and from a second stream.
