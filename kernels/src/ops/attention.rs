@@ -9,7 +9,7 @@
 
 use crate::context::{Bind, Gpu, Scratch};
 use crate::error::{KernelError, Result, shape_err};
-use crate::ops::pack::{PackRows, pack_rows};
+use crate::ops::pack::{PackRows, copy_rows, copyable, pack_rows};
 use crate::ops::{expect_f32, expect_subgroups_of_8, words};
 use crate::pipelines::Kernel;
 use crate::profile::Cost;
@@ -189,9 +189,8 @@ pub fn attention_with(
     Ok(out)
 }
 
-/// Pack the k (or v) columns of every source into one texture: row b * lk + offset + t. A
-/// source whose rows may be copied (256-byte row pitch, 16-byte aligned columns) is copied, one
-/// copy per batch row, which made attention over 397 tokens 9 % faster on lavapipe.
+/// Pack the k (or v) columns of every source into one texture: row b * lk + offset + t (by
+/// copies where the source allows, see `copyable`).
 fn pack_sources(
     gpu: &Gpu,
     slot: Scratch,
@@ -205,39 +204,27 @@ fn pack_sources(
     let (tex, view) = gpu.scratch_texture(slot, (width / 4) as u32, (nb * lk) as u32)?;
     let mut row_off = 0;
     for s in kv {
-        let (cols, col_off) = (s.tensor.cols(), if values { s.v_off } else { s.k_off });
-        if (cols * 4).is_multiple_of(256) && col_off.is_multiple_of(4) {
-            for b in 0..nb {
-                let first = (batches.start + b) * s.len;
-                gpu.copy_to_texture(
-                    s.tensor.buffer(),
-                    ((first * cols + col_off) * 4) as u64,
-                    (cols * 4) as u32,
-                    [(width / 4) as u32, s.len as u32],
-                    (b * lk + row_off) as u32,
-                    &tex,
-                );
-            }
-            row_off += s.len;
-            continue;
-        }
         let p = PackRows {
             texels: width / 4,
             rows: nb * s.len,
-            stride: cols,
-            col_off,
+            stride: s.tensor.cols(),
+            col_off: if values { s.v_off } else { s.k_off },
             rows_per_batch: s.len,
             dst_rows_per_batch: lk,
             dst_row_off: row_off,
             src_row0: batches.start * s.len,
         };
-        pack_rows(
-            gpu,
-            "attention_pack",
-            s.tensor.bind(if values { "values" } else { "keys" }),
-            &view,
-            p,
-        )?;
+        if copyable(&p) {
+            copy_rows(gpu, s.tensor.buffer(), 0, &tex, &p);
+        } else {
+            pack_rows(
+                gpu,
+                "attention_pack",
+                s.tensor.bind(if values { "values" } else { "keys" }),
+                &view,
+                p,
+            )?;
+        }
         row_off += s.len;
     }
     Ok(view)
