@@ -1,15 +1,21 @@
 // Fused attention softmax(q k^T * scale) v with an online softmax: no L x L matrix is stored.
-// One invocation per (query row, head, sample). Keys and values come from one or two sources
+// The buffer kernel, for hardware GPUs. A workgroup of 64 invocations takes 64 query rows of
+// one (sample, head), one row each, with its query and output accumulator in registers (D4
+// vec4, the head dim / 4, and TK, keys per tile, are build-time defines). Keys and values pass
+// through workgroup memory in tiles of TK rows: the workgroup stages a tile together
+// (neighbouring invocations reading neighbouring addresses), then every invocation reads the
+// same staged row (a broadcast) against its own query, so each key is fetched from memory
+// once per 64 queries instead of once per query. Keys and values come from one or two sources
 // (two streams attended as one concatenated sequence without copying them together); every
-// operand is addressed as rows with a stride and a column offset, so q, k and v can be read
-// straight out of fused qkv activations. Head dim: a multiple of 4 up to 128.
+// operand is addressed as rows with a stride and a column offset, so q, k and v are read
+// straight out of fused qkv activations.
 
-const MAX_D4: u32 = 32u;
+// Query rows per workgroup.
+const ROWS: u32 = 64u;
 
 struct Params {
     batch: u32,
     heads: u32,
-    d4: u32,
     scale: f32,
     lq: u32,
     q_stride: u32,
@@ -30,61 +36,81 @@ struct Params {
 @group(0) @binding(3) var<storage, read> kv2: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> o: array<vec4<f32>>;
 
-var<private> qv: array<vec4<f32>, MAX_D4>;
-var<private> acc: array<vec4<f32>, MAX_D4>;
-var<private> run_max: f32;
-var<private> run_sum: f32;
+// One tile of keys and values, [key within the tile][vec4 of the head].
+var<workgroup> ks: array<vec4<f32>, TK * D4>;
+var<workgroup> vs: array<vec4<f32>, TK * D4>;
 
-fn load_kv(src: u32, i: u32) -> vec4<f32> {
-    if (src == 1u) {
-        return kv1[i];
-    }
-    return kv2[i];
-}
-
-// Fold key/value row (k at kb, v at vb, in vec4 units) into the running softmax.
-fn attend(kb: u32, vb: u32, src: u32) {
-    var s = 0.0;
-    for (var j = 0u; j < p.d4; j++) {
-        s += dot(qv[j], load_kv(src, kb + j));
-    }
-    s *= p.scale;
-    let m = max(run_max, s);
-    let correction = exp(run_max - m);
-    let e = exp(s - m);
-    run_sum = run_sum * correction + e;
-    run_max = m;
-    for (var j = 0u; j < p.d4; j++) {
-        acc[j] = acc[j] * correction + e * load_kv(src, vb + j);
+// Stage keys t0 .. t0 + TK of sample b, head h; keys past the end are zeros (masked later).
+fn stage(b: u32, h: u32, t0: u32, lk: u32, inv: u32) {
+    for (var i = inv; i < TK * D4; i += ROWS) {
+        let t = t0 + i / D4;
+        let c = h * D4 + i % D4;
+        var kv = vec4<f32>(0.0);
+        var vv = vec4<f32>(0.0);
+        if (t < p.l1) {
+            let r = (b * p.l1 + t) * p.kv1_stride / 4u + c;
+            kv = kv1[r + p.k1_off / 4u];
+            vv = kv1[r + p.v1_off / 4u];
+        } else if (t < lk) {
+            let r = (b * p.l2 + t - p.l1) * p.kv2_stride / 4u + c;
+            kv = kv2[r + p.k2_off / 4u];
+            vv = kv2[r + p.v2_off / 4u];
+        }
+        ks[i] = kv;
+        vs[i] = vv;
     }
 }
 
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row = gid.x;
-    let h = gid.y;
-    let b = gid.z;
-    if (row >= p.lq) {
-        return;
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) inv: u32) {
+    let row = wid.x * ROWS + inv;
+    let h = wid.y;
+    let b = wid.z;
+    // Rows past the end compute a copy of the last row (every invocation stages) and store
+    // nothing.
+    let qb = ((b * p.lq + min(row, p.lq - 1u)) * p.q_stride + p.q_off) / 4u + h * D4;
+    var qv: array<vec4<f32>, D4>;
+    var acc: array<vec4<f32>, D4>;
+    for (var j = 0u; j < D4; j++) {
+        qv[j] = q[qb + j] * p.scale;
     }
-    let qb = ((b * p.lq + row) * p.q_stride + p.q_off) / 4u + h * p.d4;
-    for (var j = 0u; j < p.d4; j++) {
-        qv[j] = q[qb + j];
-        acc[j] = vec4<f32>(0.0);
+    var run_max = -3.0e38;
+    var run_sum = 0.0;
+    let lk = p.l1 + p.l2;
+    for (var t0 = 0u; t0 < lk; t0 += TK) {
+        stage(b, h, t0, lk, inv);
+        workgroupBarrier();
+        var s: array<f32, TK>;
+        var m = run_max;
+        for (var t = 0u; t < TK; t++) {
+            var d = vec4<f32>(0.0);
+            for (var j = 0u; j < D4; j++) {
+                d += qv[j] * ks[t * D4 + j];
+            }
+            // Keys past the end score -3e38: no part in the maximum, weight exp(..) = 0.
+            s[t] = select(-3.0e38, d.x + d.y + d.z + d.w, t0 + t < lk);
+            m = max(m, s[t]);
+        }
+        let correction = exp(run_max - m);
+        run_sum *= correction;
+        for (var j = 0u; j < D4; j++) {
+            acc[j] *= correction;
+        }
+        for (var t = 0u; t < TK; t++) {
+            let e = exp(s[t] - m);
+            run_sum += e;
+            for (var j = 0u; j < D4; j++) {
+                acc[j] += e * vs[t * D4 + j];
+            }
+        }
+        run_max = m;
+        workgroupBarrier();
     }
-    run_max = -3.0e38;
-    run_sum = 0.0;
-    for (var t = 0u; t < p.l1; t++) {
-        let r = ((b * p.l1 + t) * p.kv1_stride) / 4u + h * p.d4;
-        attend(r + p.k1_off / 4u, r + p.v1_off / 4u, 1u);
-    }
-    for (var t = 0u; t < p.l2; t++) {
-        let r = ((b * p.l2 + t) * p.kv2_stride) / 4u + h * p.d4;
-        attend(r + p.k2_off / 4u, r + p.v2_off / 4u, 2u);
-    }
-    let ob = (b * p.lq + row) * p.heads * p.d4 + h * p.d4;
-    let inv = 1.0 / run_sum;
-    for (var j = 0u; j < p.d4; j++) {
-        o[ob + j] = acc[j] * inv;
+    if (row < p.lq) {
+        let ob = (b * p.lq + row) * p.heads * D4 + h * D4;
+        let inv_sum = 1.0 / run_sum;
+        for (var j = 0u; j < D4; j++) {
+            o[ob + j] = acc[j] * inv_sum;
+        }
     }
 }

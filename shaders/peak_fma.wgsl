@@ -13,8 +13,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = gid.x + gid.y * groups.x * 64u;
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
     let s = f32(i) * 1e-7 + p.seed;
     var a0 = vec4<f32>(s, s + 0.1, s + 0.2, s + 0.3);
     var a1 = a0 + 0.01;

@@ -30,28 +30,33 @@ fn best_seconds(gpu: &Gpu, run: &dyn Fn() -> Result<()>) -> Result<f64> {
 /// Measure both ceilings (takes well under a second on real GPUs, a few seconds in software).
 /// Records gathered before the call should be taken first; the profiler's state is restored.
 pub fn measure(gpu: &Gpu) -> Result<Ceilings> {
-    // Compute: grow the number of workgroups until the kernel runs long enough to time.
-    let iters = 256u32;
+    // Compute: grow the number of workgroups until they fill any GPU (2M invocations, a 32 MiB
+    // output within every adapter's limits), then the iterations, until the kernel runs long
+    // enough to time.
+    const MAX_GROUPS: usize = 1 << 15;
+    let mut iters = 256u32;
     let mut groups = 256usize;
     let gflops = loop {
         let out = Tensor::empty(gpu, &[groups * 64 * 4], DType::F32)?;
         let flops = (groups * 64) as f64 * f64::from(iters) * 64.0;
         let kernel = Kernel::new("peak_fma", &["peak_fma.wgsl"]);
-        let max_x = gpu.limits.max_compute_workgroups_per_dimension as usize;
-        let grid = [groups.min(max_x) as u32, groups.div_ceil(max_x) as u32, 1];
         let secs = best_seconds(gpu, &|| {
             gpu.dispatch(
                 &kernel,
                 words(&[iters, 0.5f32.to_bits()]),
                 &[out.bind("out")],
-                grid,
+                [groups as u32, 1, 1],
                 Cost::new(flops, 0.0),
             )
         })?;
-        if secs >= MIN_SECONDS || groups >= 1 << 22 {
+        if secs >= MIN_SECONDS || iters >= 1 << 20 {
             break flops / secs / 1e9;
         }
-        groups *= 8;
+        if groups < MAX_GROUPS {
+            groups = (groups * 8).min(MAX_GROUPS);
+        } else {
+            iters *= 8;
+        }
     };
     // Bandwidth: copy as much as one binding allows, up to 256 MiB.
     let bytes = gpu.max_binding().min(256 << 20) / 16 * 16;

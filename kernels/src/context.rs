@@ -93,12 +93,31 @@ pub struct Caps {
     /// loads are not, so the matmul reads its operands through textures.
     pub software: bool,
     /// The kernel of matmuls whose weights live in a buffer. Public so tests and benches can
-    /// run both variants on one adapter.
+    /// run every variant on one adapter.
     pub buffer_linear: BufferLinear,
     /// Lanes per subgroup where the device has subgroups of one fixed width.
     pub subgroup_width: Option<u32>,
     /// The kernel of matmuls whose weights live in textures (public like `buffer_linear`).
     pub texture_linear: TextureLinear,
+    /// 16 x 16 x 16 cooperative matrices of f16 inputs and f32 results on subgroups of 32
+    /// (`BufferLinear::Coop`).
+    pub coop_f16: bool,
+}
+
+/// Whether `adapter` multiplies 16 x 16 x 16 cooperative matrices of f16 into f32, on subgroups
+/// exactly 32 wide (linear_coop.wgsl's layout).
+fn coop_f16(adapter: &wgpu::Adapter) -> bool {
+    let info = adapter.get_info();
+    adapter
+        .features()
+        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16)
+        && info.subgroup_min_size == 32
+        && info.subgroup_max_size == 32
+        && adapter.cooperative_matrix_properties().iter().any(|c| {
+            (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+                && c.ab_type == wgpu::CooperativeScalarType::F16
+                && c.cr_type == wgpu::CooperativeScalarType::F32
+        })
 }
 
 /// A texture side of at least `len` texels that is not a power of two, where `max` allows.
@@ -159,6 +178,27 @@ pub fn list_adapters() -> Vec<AdapterReport> {
         .iter()
         .enumerate()
         .map(|(i, a)| AdapterReport::new(i, a))
+        .collect()
+}
+
+/// The adapters the tests run on: every one, or those that `NOISESHIFT_TEST_ADAPTERS` names
+/// (comma-separated indices or name fragments) on machines where one cannot be opened, such as
+/// wgpu's GL backend on NVIDIA's driver ("Parent device is lost").
+pub fn test_adapters() -> Vec<AdapterReport> {
+    let all = list_adapters();
+    let Ok(wanted) = std::env::var("NOISESHIFT_TEST_ADAPTERS") else {
+        return all;
+    };
+    let picks: Vec<String> = wanted.split(',').map(|w| w.trim().to_lowercase()).collect();
+    all.into_iter()
+        .filter(|a| {
+            picks.iter().any(|w| {
+                w.parse::<usize>().map_or_else(
+                    |_| a.label().to_lowercase().contains(w.as_str()),
+                    |i| i == a.index,
+                )
+            })
+        })
         .collect()
 }
 
@@ -278,8 +318,12 @@ impl Gpu {
             .nth(index)
             .expect("chosen adapter is listed");
 
-        let wanted =
+        let coop = coop_f16(&adapter);
+        let mut wanted =
             wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        if coop {
+            wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         let features = adapter.features() & wanted;
         let mut limits = adapter.limits();
         if let Some(max) = options.max_binding_bytes {
@@ -295,6 +339,13 @@ impl Gpu {
             label: Some("noiseshift"),
             required_features: features,
             required_limits: limits.clone(),
+            // SAFETY: the only experimental feature asked for is cooperative matrices, used by
+            // linear_coop.wgsl alone, within the configuration checked by `coop_f16`.
+            experimental_features: if coop {
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
             ..Default::default()
         }))
         .map_err(|e| KernelError::Device(format!("cannot open {}: {e}", report.label())))?;
@@ -322,7 +373,7 @@ impl Gpu {
             buffer_linear: if software {
                 BufferLinear::Blocked
             } else {
-                BufferLinear::Tiled
+                BufferLinear::Auto
             },
             subgroup_width,
             // llvmpipe (8 lanes on 256-bit vectors): up to 1.3x the per-lane kernel's speed,
@@ -332,6 +383,7 @@ impl Gpu {
             } else {
                 TextureLinear::Lanes
             },
+            coop_f16: coop,
         };
         let profiler = Profiler::new(&device, &queue, caps.timestamps, options.profile);
         Ok(Gpu {
@@ -810,14 +862,13 @@ mod tests {
 
     #[test]
     fn index_selects_in_listed_order() {
-        let list = list_adapters();
-        let last = list.len() - 1;
+        let last = test_adapters().pop().expect("an adapter to test on");
         let gpu = Gpu::new(&GpuOptions {
-            device: Some(last.to_string()),
+            device: Some(last.index.to_string()),
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(gpu.adapter.label(), list[last].label());
+        assert_eq!(gpu.adapter.label(), last.label());
     }
 
     #[test]

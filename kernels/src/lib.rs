@@ -13,7 +13,7 @@ pub mod reference;
 pub mod suite;
 pub mod tensor;
 
-pub use context::{AdapterReport, Caps, Gpu, GpuOptions, list_adapters};
+pub use context::{AdapterReport, Caps, Gpu, GpuOptions, list_adapters, test_adapters};
 pub use error::{KernelError, Result};
 pub use matrix::{Matrix, MatrixLayout};
 pub use pool::MemoryStats;

@@ -35,6 +35,8 @@ shader_table!(
     "linear_io.wgsl",
     "linear.wgsl",
     "linear_tiled.wgsl",
+    "linear_tiled_wide.wgsl",
+    "linear_coop.wgsl",
     "linear_scalar.wgsl",
     "linear_texture_io.wgsl",
     "linear_texture.wgsl",

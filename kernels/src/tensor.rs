@@ -252,12 +252,19 @@ impl Tensor {
         }
     }
 
-    /// Bind a byte range (offsets must respect the device's storage offset alignment).
+    /// Bind a byte range (offsets must respect the device's storage offset alignment). The
+    /// size is rounded up to 16 bytes within the allocation, so that a range ending inside an
+    /// element of up to 16 bytes (four packed f16 or bf16 weights) still binds that element:
+    /// NVIDIA's driver clamps reads past a binding's end where Mesa reads on.
     pub(crate) fn bind_range<'a>(&'a self, label: &'a str, offset: u64, size: u64) -> Bind<'a> {
+        let storage = self.storage.bytes.saturating_sub(offset);
         Bind::Buffer {
             buffer: self.buffer(),
             offset,
-            size: size.next_multiple_of(4),
+            size: size
+                .next_multiple_of(16)
+                .min(storage)
+                .max(size.next_multiple_of(4)),
             label,
         }
     }

@@ -11,14 +11,14 @@ use noiseshift_kernels::ops::norm::{Heads, Modulation};
 use noiseshift_kernels::ops::{self, Act};
 use noiseshift_kernels::reference as cpu;
 use noiseshift_kernels::{
-    DType, Gpu, GpuOptions, KernelError, Matrix, MatrixLayout, Tensor, list_adapters,
+    DType, Gpu, GpuOptions, KernelError, Matrix, MatrixLayout, Tensor, test_adapters,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// One context per adapter, poisoning new tensors.
 fn gpus() -> Vec<Gpu> {
-    let adapters = list_adapters();
+    let adapters = test_adapters();
     assert!(
         !adapters.is_empty(),
         "tests need a wgpu adapter (install mesa-vulkan-drivers)"
@@ -164,6 +164,15 @@ impl MatmulKernel {
         }
     }
 
+    /// Error allowed relative to sum |x| |w|: f32 rounding, or f16's for the cooperative
+    /// matrices, which round both operands to f16.
+    fn tolerance(self) -> f64 {
+        match self {
+            MatmulKernel::Buffer(BufferLinear::Coop) => 1e-3,
+            _ => F32_TOL,
+        }
+    }
+
     fn select(self, gpu: &mut Gpu) {
         match self {
             MatmulKernel::Buffer(b) => gpu.caps.buffer_linear = b,
@@ -172,13 +181,18 @@ impl MatmulKernel {
     }
 }
 
-/// Each way a matmul can run on `gpu` for inner size k: every buffer kernel, then every
-/// texture kernel the device can run.
+/// Each way a matmul can run on `gpu` for inner size k: every buffer kernel the device can run,
+/// then every texture kernel it can run.
 fn matmul_variants(gpu: &Gpu, k: usize) -> Vec<MatmulKernel> {
     let mut v = vec![
         MatmulKernel::Buffer(BufferLinear::Blocked),
         MatmulKernel::Buffer(BufferLinear::Tiled),
+        MatmulKernel::Buffer(BufferLinear::Wide),
+        MatmulKernel::Buffer(BufferLinear::Auto),
     ];
+    if gpu.caps.coop_f16 {
+        v.push(MatmulKernel::Buffer(BufferLinear::Coop));
+    }
     if k.is_multiple_of(4) {
         v.extend(texture_variants(gpu).into_iter().map(MatmulKernel::Texture));
     }
@@ -256,7 +270,7 @@ fn linear_all_dtypes_and_awkward_shapes() {
                     &y.to_vec(&gpu).unwrap(),
                     &want,
                     &scale,
-                    F32_TOL,
+                    kernel.tolerance(),
                 );
             }
         }
@@ -326,7 +340,7 @@ fn linear_texture_chunks_and_layouts() {
 #[test]
 fn linear_splits_work_past_the_binding_limit() {
     let mut r = rng("linear_split");
-    for a in list_adapters() {
+    for a in test_adapters() {
         // 4 KiB bindings: x (300 x 64 f32 = 75 KiB), y (47 KiB) and W (40 x 64 f16 = 5 KiB) must be split.
         let mut gpu = Gpu::new(&GpuOptions {
             device: Some(a.index.to_string()),
@@ -357,7 +371,7 @@ fn linear_splits_work_past_the_binding_limit() {
                 &gpu,
                 &y.to_vec(&gpu).unwrap(),
                 &want,
-                F32_TOL,
+                kernel.tolerance(),
             );
         }
         // Flat ops split too.

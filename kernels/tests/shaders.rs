@@ -8,7 +8,7 @@ use noiseshift_kernels::pipelines::{SHADERS, compose, compose_sources, validate}
 /// element snippet, replaces workgroup_sum.wgsl in the kernels that reduce statistics.
 const LIBRARY: [&str; 2] = ["common.wgsl", "workgroup_sum.wgsl"];
 const WELFORD: &str = "welford.wgsl";
-/// Operands of the buffer matmuls, composed before linear.wgsl and linear_tiled.wgsl.
+/// Operands of the buffer matmuls, composed before linear.wgsl and linear_tiled*.wgsl.
 const LINEAR_IO: &str = "linear_io.wgsl";
 /// The same for the texture matmuls, before linear_texture*.wgsl.
 const LINEAR_TEXTURE_IO: &str = "linear_texture_io.wgsl";
@@ -116,11 +116,13 @@ fn every_shader_validates_with_every_dtype_snippet() {
         // Sizes the ops define at build time: the reduction width (workgroup_sum.wgsl or
         // welford.wgsl, part of every composition here), the sets welford.wgsl reduces at once
         // (layer_norm's rows per workgroup), flat_in_texture.wgsl's row width and
-        // attention_texture's head dim / 4, the activation of the matmuls, activation.wgsl and
+        // the attention kernels' head dim / 4 (and keys per tile), the activation of the matmuls, activation.wgsl and
         // group_norm.wgsl (ACT; SiLU), LayerNorm's optional parts (HAS_*) and the texture
         // matmuls' output mode (NCHW; convolution pixels).
         let defines: &[(&str, u32)] = if text.contains("load_queries(") {
             &[("WG", 256), ("D4", 16)]
+        } else if kernel == "attention.wgsl" {
+            &[("WG", 256), ("D4", 16), ("TK", 32)]
         } else if text.contains("workgroup_stats(") {
             &[
                 ("WG", 256),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use noiseshift::models::mmdit::{Mmdit, TextConditioning};
 use noiseshift::tensor_file::{self, HostTensor};
 use noiseshift::weights::{ModelPath, WeightSet};
-use noiseshift_kernels::{Gpu, GpuOptions, list_adapters};
+use noiseshift_kernels::{Gpu, GpuOptions, test_adapters};
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -17,9 +17,10 @@ pub fn gpu() -> Gpu {
     Gpu::new(&GpuOptions::default()).expect("a wgpu adapter (install mesa-vulkan-drivers)")
 }
 
-/// One context per adapter present (Vulkan and GL on the software drivers).
+/// One context per adapter the tests run on (`test_adapters`: Vulkan and GL on the software
+/// drivers).
 pub fn all_gpus() -> Vec<Gpu> {
-    list_adapters()
+    test_adapters()
         .iter()
         .map(|a| {
             Gpu::new(&GpuOptions {

@@ -1,7 +1,8 @@
 //! Fused scaled-dot-product attention over heads, with an online softmax (no L x L scores in
 //! memory), any sequence lengths, and keys/values from one or two sources.
 //!
-//! Variants: `attention` reads everything from buffers (hardware GPUs); on software adapters
+//! Variants: `attention` reads everything from buffers (hardware GPUs), 64 queries per
+//! workgroup sharing tiles of keys and values staged in workgroup memory; on software adapters
 //! `attention_texture` first packs keys and values of both sources into one texture each
 //! (llvmpipe fetches texels vectorised) and carries eight queries per invocation, and where
 //! subgroups are 8 wide `attention_texture_subgroup` also shares each key and value texel
@@ -17,6 +18,22 @@ use crate::tensor::{DType, Tensor};
 
 /// Head dims the kernel holds in registers (a multiple of 4, at most this).
 pub const MAX_HEAD_DIM: usize = 128;
+
+/// Query rows per workgroup of attention.wgsl, and the vec4 of keys (as of values) it stages
+/// per tile: 8 KiB each, so both fit the 16 KiB of workgroup memory every adapter has.
+const BUFFER_ROWS: usize = 64;
+const BUFFER_TILE_VEC4: usize = 512;
+
+/// Keys per tile of attention.wgsl for head dim `d4` vec4. Software adapters, which run this
+/// kernel only when asked, take tiles of four: llvmpipe unrolls the tile's loops and needed
+/// 30 s (head dim 64) and 85 s (128) to compile the full tiles.
+fn buffer_tile(gpu: &Gpu, d4: usize) -> usize {
+    if gpu.caps.software {
+        4
+    } else {
+        (BUFFER_TILE_VEC4 / d4).min(BUFFER_ROWS)
+    }
+}
 
 /// Queries: rows of `tensor` ([B * len, cols]); head h of row r is columns off + h*d .. + d.
 #[derive(Clone, Copy)]
@@ -157,7 +174,6 @@ pub fn attention_with(
     let params = [
         batch as u32,
         heads as u32,
-        (head_dim / 4) as u32,
         scale.to_bits(),
         q.len as u32,
         q.tensor.cols() as u32,
@@ -174,8 +190,13 @@ pub fn attention_with(
     let lk = (a.len + b.len) as f64;
     let work = (batch * heads * q.len) as f64 * lk * head_dim as f64;
     let bytes = 4.0 * (batch as f64) * width as f64 * (2.0 * q.len as f64 + 2.0 * lk);
+    let d4 = head_dim / 4;
+    let kernel = Kernel::new(OP, &["attention.wgsl"])
+        .define("D4", d4 as u32)
+        .define("TK", buffer_tile(gpu, d4) as u32)
+        .trusted();
     gpu.dispatch(
-        &Kernel::new(OP, &["attention.wgsl"]).trusted(),
+        &kernel,
         words(&params),
         &[
             q.tensor.bind("query"),
@@ -183,7 +204,11 @@ pub fn attention_with(
             b.tensor.bind("key/value 2"),
             out.bind("out"),
         ],
-        [q.len.div_ceil(64) as u32, heads as u32, batch as u32],
+        [
+            q.len.div_ceil(BUFFER_ROWS) as u32,
+            heads as u32,
+            batch as u32,
+        ],
         Cost::new(4.0 * work, bytes),
     )?;
     Ok(out)

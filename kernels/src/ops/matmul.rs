@@ -8,8 +8,9 @@
 //!   vectorises; `linear_texture_subgroup` where subgroups are 8 wide, else `linear_texture`,
 //!   each in its `_k8` form (eight k per loop step) when K is a multiple of 8;
 //! - buffer matrices elsewhere, by [`BufferLinear`] (`Caps::buffer_linear`): `linear_tiled`
-//!   (operands staged in workgroup memory) on hardware GPUs, `linear` (register-blocked,
-//!   operands straight from the buffers) on software adapters;
+//!   or `linear_tiled_wide` by size (operands staged in workgroup memory) on hardware GPUs,
+//!   `linear` (register-blocked, operands straight from the buffers) on software adapters,
+//!   `linear_coop` (cooperative matrices, f16 operands) where asked for;
 //! - `linear_scalar` when K is not a multiple of 4.
 
 use serde::Serialize;
@@ -77,10 +78,36 @@ pub enum BufferLinear {
     Blocked,
     /// linear_tiled.wgsl: 64 x 64 per workgroup from operands staged in workgroup memory.
     Tiled,
+    /// linear_tiled_wide.wgsl: 128 x 128 per workgroup, 8 x 8 per invocation, the next
+    /// step's operands fetched while the staged ones are used.
+    Wide,
+    /// linear_coop.wgsl: cooperative matrices (tensor cores) on operands rounded to f16, 64 x 64
+    /// per workgroup; needs `Caps::coop_f16`. Never a default: its error is f16's, not f32's.
+    Coop,
+    /// `Wide` for products whose 128 x 128 blocks fill a GPU (at least `WIDE_MIN_GROUPS`),
+    /// else `Tiled`, whose four times as many workgroups keep more of it busy: on an H200,
+    /// `Wide` for every product made the 128 px SD3 forward (333-row text stream, adaLN rows)
+    /// 1.8x slower (BENCHMARKS.md). The default on hardware GPUs.
+    Auto,
 }
 
+/// Workgroups of 128 x 128 from which `BufferLinear::Auto` takes the wide kernel: about two
+/// per streaming multiprocessor of an H100/H200 (132).
+const WIDE_MIN_GROUPS: usize = 256;
+
 impl BufferLinear {
-    /// Profiler name and shader file for weights of `dtype`.
+    /// The kernel that runs an m x n product (`Auto` resolved by size).
+    fn resolve(self, m: usize, n: usize) -> BufferLinear {
+        match self {
+            BufferLinear::Auto if m.div_ceil(128) * n.div_ceil(128) >= WIDE_MIN_GROUPS => {
+                BufferLinear::Wide
+            }
+            BufferLinear::Auto => BufferLinear::Tiled,
+            other => other,
+        }
+    }
+
+    /// Profiler name and shader file for weights of `dtype` (of a resolved kernel).
     fn kernel(self, dtype: DType) -> (&'static str, &'static str) {
         match (self, dtype) {
             (BufferLinear::Blocked, DType::F32) => ("linear_f32", "linear.wgsl"),
@@ -89,14 +116,23 @@ impl BufferLinear {
             (BufferLinear::Tiled, DType::F32) => ("linear_tiled_f32", "linear_tiled.wgsl"),
             (BufferLinear::Tiled, DType::F16) => ("linear_tiled_f16", "linear_tiled.wgsl"),
             (BufferLinear::Tiled, DType::BF16) => ("linear_tiled_bf16", "linear_tiled.wgsl"),
+            (BufferLinear::Wide, DType::F32) => ("linear_wide_f32", "linear_tiled_wide.wgsl"),
+            (BufferLinear::Wide, DType::F16) => ("linear_wide_f16", "linear_tiled_wide.wgsl"),
+            (BufferLinear::Wide, DType::BF16) => ("linear_wide_bf16", "linear_tiled_wide.wgsl"),
+            (BufferLinear::Coop, DType::F32) => ("linear_coop_f32", "linear_coop.wgsl"),
+            (BufferLinear::Coop, DType::F16) => ("linear_coop_f16", "linear_coop.wgsl"),
+            (BufferLinear::Coop, DType::BF16) => ("linear_coop_bf16", "linear_coop.wgsl"),
+            (BufferLinear::Auto, _) => unreachable!("Auto is resolved before its kernel is named"),
         }
     }
 
-    /// Outputs per workgroup along (n, m).
+    /// Outputs per workgroup along (n, m) (of a resolved kernel).
     fn tile(self) -> (usize, usize) {
         match self {
             BufferLinear::Blocked => (TILE_N, TILE_M),
-            BufferLinear::Tiled => (64, 64),
+            BufferLinear::Tiled | BufferLinear::Coop => (64, 64),
+            BufferLinear::Wide => (128, 128),
+            BufferLinear::Auto => unreachable!("Auto is resolved before its tile is used"),
         }
     }
 }
@@ -313,7 +349,13 @@ fn linear_buffer(
     let row_chunks = chunks("linear input/output rows", m, row_items, limit, align)?;
     let col_chunks = chunks("linear weight rows", n, &[k as u64 * wsize], limit, align)?;
     let vec4 = k % 4 == 0;
-    let variant = gpu.caps.buffer_linear;
+    let variant = gpu.caps.buffer_linear.resolve(m, n);
+    if variant == BufferLinear::Coop && !gpu.caps.coop_f16 {
+        return Err(KernelError::Device(format!(
+            "the cooperative-matrix matmul needs 16x16x16 f16 cooperative matrices on subgroups of 32; {} has none",
+            gpu.adapter.label()
+        )));
+    }
     let kernel = if vec4 {
         let (name, file) = variant.kernel(w.dtype());
         let parts = [
