@@ -1,6 +1,7 @@
 //! Kernel bench: ceilings measured in the same run (FMA kernel, copy kernel), then linear at
 //! MMDiT shapes (f32 and f16 weights; at 1024^3 also the per-lane texture kernel where the
-//! subgroup one is the default, and both kernels for weights in buffers),
+//! subgroup one is the default, and every kernel for weights in buffers; on hardware GPUs every
+//! one of those at the MMDiT shapes too),
 //! fused attention, LayerNorm+modulation, a VAE conv, and the same products through a CPU
 //! BLAS (matrixmultiply, all cores) for comparison.
 //! `cargo bench --bench kernels`; NOISESHIFT_BENCH_QUICK=1 drops the 4429-token cases.
@@ -126,9 +127,17 @@ fn main() {
         }
         gpu.caps.texture_linear = TextureLinear::Subgroup;
     }
-    // Both kernels for weights in buffers (the default on hardware GPUs is the tiled one).
+    // Every kernel for weights in buffers (hardware GPUs default to Auto: Wide or Tiled by size).
     let default = gpu.caps.buffer_linear;
-    for variant in [BufferLinear::Blocked, BufferLinear::Tiled] {
+    let mut variants = vec![
+        BufferLinear::Blocked,
+        BufferLinear::Tiled,
+        BufferLinear::Wide,
+    ];
+    if gpu.caps.coop_f16 {
+        variants.push(BufferLinear::Coop);
+    }
+    for &variant in &variants {
         gpu.caps.buffer_linear = variant;
         let w = matrix(&gpu, k, k, DType::F16, MatrixLayout::Buffer);
         let x = Tensor::from_f32(&gpu, &[k, k], &values(k * k)).unwrap();
@@ -144,25 +153,38 @@ fn main() {
         );
     }
     gpu.caps.buffer_linear = default;
+    // At the MMDiT shapes: the default kernel on software adapters, every buffer kernel but
+    // Blocked on hardware GPUs (whose Auto rule comes from these rows).
+    let shape_variants: Vec<Option<BufferLinear>> = if gpu.caps.software {
+        vec![None]
+    } else {
+        variants[1..].iter().copied().map(Some).collect()
+    };
 
     for &t in tokens {
         let x = Tensor::from_f32(&gpu, &[t, d], &values(t * d)).unwrap();
         for (n, label) in [(d, "1536->1536"), (4 * d, "1536->6144")] {
-            for dtype in [DType::F32, DType::F16] {
+            for (dtype, variant) in [DType::F32, DType::F16]
+                .into_iter()
+                .flat_map(|dt| shape_variants.iter().map(move |v| (dt, *v)))
+            {
+                gpu.caps.buffer_linear = variant.unwrap_or(default);
                 let w = matrix(&gpu, n, d, dtype, MatrixLayout::Auto);
                 let secs = time(&gpu, reps, &mut || {
                     ops::matmul::linear(&gpu, &x, &w, None, Act::None).unwrap();
                 });
                 let flops = 2.0 * (t * n * d) as f64;
                 let bytes = (t * d * 4 + n * d * dtype.size() + t * n * 4) as f64;
+                let kernel = variant.map_or_else(String::new, |v| format!(", {v:?}"));
                 row(
-                    &format!("linear {t} x {label} {dtype}"),
+                    &format!("linear {t} x {label} {dtype}{kernel}"),
                     secs,
                     flops,
                     bytes,
                     c,
                 );
             }
+            gpu.caps.buffer_linear = default;
             cpu_sgemm_row(&format!("{t} x {label}"), t, n, d);
         }
         let table = Tensor::from_f32(&gpu, &[1, 6 * d], &values(6 * d)).unwrap();

@@ -2,16 +2,50 @@
 //! has trustworthy ones, wall time per dispatch on software adapters) and printing rows.
 #![allow(dead_code)]
 
+use noiseshift_kernels::ops::matmul::BufferLinear;
 use noiseshift_kernels::{Ceilings, Gpu, GpuOptions};
 
+/// The default adapter; NOISESHIFT_BENCH_LINEAR=blocked|tiled|wide|coop|auto picks the kernel of
+/// matmuls whose weights live in buffers (hardware GPUs).
 pub fn gpu() -> Gpu {
-    Gpu::new(&GpuOptions::default()).expect("a wgpu adapter")
+    let mut gpu = Gpu::new(&GpuOptions::default()).expect("a wgpu adapter");
+    if let Ok(name) = std::env::var("NOISESHIFT_BENCH_LINEAR") {
+        gpu.caps.buffer_linear = match name.as_str() {
+            "blocked" => BufferLinear::Blocked,
+            "tiled" => BufferLinear::Tiled,
+            "wide" => BufferLinear::Wide,
+            "coop" => BufferLinear::Coop,
+            "auto" => BufferLinear::Auto,
+            other => {
+                panic!("NOISESHIFT_BENCH_LINEAR={other}: not blocked, tiled, wide, coop or auto")
+            }
+        };
+    }
+    gpu
 }
 
-/// Best-of-`reps` seconds of everything `run` dispatches (after one warm-up run).
+/// Repeat `run` for at least 0.3 s (once where one run takes longer) and say how often:
+/// hardware GPUs idle at a fraction of their clock (an H200 at 345 of 1980 MHz) and need
+/// sustained work to ramp up, which short timed runs after host-side work would not give them.
+pub fn warm_up(gpu: &Gpu, run: &mut dyn FnMut()) -> usize {
+    let start = std::time::Instant::now();
+    let mut runs = 0;
+    while runs == 0 || start.elapsed().as_secs_f64() < 0.3 {
+        run();
+        gpu.finish().unwrap();
+        runs += 1;
+    }
+    runs
+}
+
+/// Best-of-`reps` seconds of everything `run` dispatches, after warming up; at least ten
+/// repetitions where runs are short (under 30 ms: GPUs), whose timings spread more.
 pub fn time(gpu: &Gpu, reps: usize, run: &mut dyn FnMut()) -> f64 {
-    run();
-    gpu.finish().unwrap();
+    let reps = if warm_up(gpu, run) >= 10 {
+        reps.max(10)
+    } else {
+        reps
+    };
     gpu.profiler().take_records();
     let was = gpu.profiler().enabled();
     gpu.profiler().set_enabled(true);
