@@ -68,6 +68,18 @@ impl AdapterReport {
     pub fn label(&self) -> String {
         format!("{} [{}]", self.name, self.backend)
     }
+
+    /// Whether a device selector (trimmed) names this adapter: its index, or a fragment of its
+    /// label in any case.
+    fn matches(&self, selector: &str) -> bool {
+        match selector.parse::<usize>() {
+            Ok(i) => i == self.index,
+            Err(_) => self
+                .label()
+                .to_lowercase()
+                .contains(&selector.to_lowercase()),
+        }
+    }
 }
 
 /// How to pick and set up the device.
@@ -189,16 +201,8 @@ pub fn test_adapters() -> Vec<AdapterReport> {
     let Ok(wanted) = std::env::var("NOISESHIFT_TEST_ADAPTERS") else {
         return all;
     };
-    let picks: Vec<String> = wanted.split(',').map(|w| w.trim().to_lowercase()).collect();
     all.into_iter()
-        .filter(|a| {
-            picks.iter().any(|w| {
-                w.parse::<usize>().map_or_else(
-                    |_| a.label().to_lowercase().contains(w.as_str()),
-                    |i| i == a.index,
-                )
-            })
-        })
+        .filter(|a| wanted.split(',').any(|w| a.matches(w.trim())))
         .collect()
 }
 
@@ -215,16 +219,7 @@ fn choose(adapters: Vec<wgpu::Adapter>, selector: Option<&str>) -> Result<(usize
         .enumerate()
         .map(|(i, a)| AdapterReport::new(i, a))
         .collect();
-    let found = match sel.parse::<usize>() {
-        Ok(i) => (i < adapters.len()).then_some(i),
-        Err(_) => {
-            let needle = sel.to_lowercase();
-            reports
-                .iter()
-                .position(|r| r.label().to_lowercase().contains(&needle))
-        }
-    };
-    match found {
+    match reports.iter().position(|r| r.matches(sel)) {
         Some(i) => Ok((i, adapters.into_iter().nth(i).expect("index checked"))),
         None => {
             let list: Vec<String> = reports
