@@ -8,7 +8,10 @@
 // once per 64 queries instead of once per query. Keys and values come from one or two sources
 // (two streams attended as one concatenated sequence without copying them together); every
 // operand is addressed as rows with a stride and a column offset, so q, k and v are read
-// straight out of fused qkv activations.
+// straight out of fused qkv activations. The build-time switches CAUSAL (key t visible to
+// query i only when t <= i: CLIP's mask) and BIAS (an additive [heads, lq, lk] table: T5's
+// relative position bias) change the scores before the softmax; key 0 is visible to every
+// query, so each running maximum is a real score from the first tile on.
 
 // Query rows per workgroup.
 const ROWS: u32 = 64u;
@@ -35,6 +38,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> kv1: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> kv2: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> o: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
 
 // One tile of keys and values, [key within the tile][vec4 of the head].
 var<workgroup> ks: array<vec4<f32>, TK * D4>;
@@ -68,7 +72,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let b = wid.z;
     // Rows past the end compute a copy of the last row (every invocation stages) and store
     // nothing.
-    let qb = ((b * p.lq + min(row, p.lq - 1u)) * p.q_stride + p.q_off) / 4u + h * D4;
+    let qrow = min(row, p.lq - 1u);
+    let qb = ((b * p.lq + qrow) * p.q_stride + p.q_off) / 4u + h * D4;
     var qv: array<vec4<f32>, D4>;
     var acc: array<vec4<f32>, D4>;
     for (var j = 0u; j < D4; j++) {
@@ -87,8 +92,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             for (var j = 0u; j < D4; j++) {
                 d += qv[j] * ks[t * D4 + j];
             }
-            // Keys past the end score -3e38: no part in the maximum, weight exp(..) = 0.
-            s[t] = select(-3.0e38, d.x + d.y + d.z + d.w, t0 + t < lk);
+            // Keys past the end and causally hidden ones score -3e38: no part in the
+            // maximum, weight exp(..) = 0.
+            var sc = d.x + d.y + d.z + d.w;
+            if (BIAS != 0u) {
+                sc += bias[(h * p.lq + qrow) * lk + min(t0 + t, lk - 1u)];
+            }
+            let hidden = CAUSAL != 0u && t0 + t > qrow;
+            s[t] = select(-3.0e38, sc, t0 + t < lk && !hidden);
             m = max(m, s[t]);
         }
         let correction = exp(run_max - m);

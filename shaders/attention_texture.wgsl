@@ -55,6 +55,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             sa3 += vec4<f32>(dot(q0[j], kv3), dot(q1[j], kv3), dot(q2[j], kv3), dot(q3[j], kv3));
             sb3 += vec4<f32>(dot(q4[j], kv3), dot(q5[j], kv3), dot(q6[j], kv3), dot(q7[j], kv3));
         }
+        // The build-time score switches (attention_texture_io.wgsl's adjust()).
+        if (BIAS + CAUSAL != 0u) {
+            sa0 = adjust(sa0, row0, h, t0 + 0u);
+            sb0 = adjust(sb0, row0 + 4u, h, t0 + 0u);
+            sa1 = adjust(sa1, row0, h, t0 + 1u);
+            sb1 = adjust(sb1, row0 + 4u, h, t0 + 1u);
+            sa2 = adjust(sa2, row0, h, t0 + 2u);
+            sb2 = adjust(sb2, row0 + 4u, h, t0 + 2u);
+            sa3 = adjust(sa3, row0, h, t0 + 3u);
+            sb3 = adjust(sb3, row0 + 4u, h, t0 + 3u);
+        }
         // Keys past the end (the last block's, loaded clamped to the last key) may set the
         // block's maximum, which is harmless, and get a weight of 0: masking the weights
         // after exp() ran 7-10 % faster than masking the scores before it.

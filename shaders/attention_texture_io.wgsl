@@ -3,7 +3,8 @@
 // from a storage buffer, keys and values from read-only rgba32float storage textures (packed
 // by pack_texture.wgsl: row b * lk + t, head h at texels h * D4 ..), eight queries per
 // invocation. D4 (head dim / 4) is defined by the op before this file: exact-size private
-// arrays and constant loop bounds let the compiler unroll them.
+// arrays and constant loop bounds let the compiler unroll them. So are the score switches
+// CAUSAL and BIAS (see adjust()).
 
 struct Params {
     heads: u32,
@@ -21,6 +22,7 @@ struct Params {
 @group(0) @binding(2) var kt: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var vt: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(4) var<storage, read_write> o: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
 
 var<private> q0: array<vec4<f32>, D4>;
 var<private> q1: array<vec4<f32>, D4>;
@@ -96,4 +98,27 @@ fn store_outputs(gb: u32, row0: u32, h: u32, sum_a: vec4<f32>, sum_b: vec4<f32>)
         store(gb, row0 + 6u, h, j, acc6[j] * inv_b.z);
         store(gb, row0 + 7u, h, j, acc7[j] * inv_b.w);
     }
+}
+
+// Scores of key `key` for query rows row .. row + 3 of head h, adjusted: with BIAS, plus the
+// [heads, lq, lk] table (T5's relative position bias; rows and keys past the end read clamped);
+// with CAUSAL, -3e38 (weight 0) where the key lies after the query (CLIP's mask). Key 0 is
+// visible to every query, so the first block gives every running maximum a real score.
+fn adjust(s: vec4<f32>, row: u32, h: u32, key: u32) -> vec4<f32> {
+    var out = s;
+    if (BIAS != 0u) {
+        let k = min(key, p.lk - 1u);
+        let r = min(vec4<u32>(row) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.lq - 1u));
+        out += vec4<f32>(
+            bias[(h * p.lq + r.x) * p.lk + k],
+            bias[(h * p.lq + r.y) * p.lk + k],
+            bias[(h * p.lq + r.z) * p.lk + k],
+            bias[(h * p.lq + r.w) * p.lk + k],
+        );
+    }
+    if (CAUSAL != 0u) {
+        let rows = vec4<u32>(row) + vec4<u32>(0u, 1u, 2u, 3u);
+        out = select(out, vec4<f32>(-3.0e38), vec4<u32>(key) > rows);
+    }
+    return out;
 }

@@ -74,6 +74,25 @@ fn main(
             sa7 += vec4<f32>(dot(q0[j], kv7), dot(q1[j], kv7), dot(q2[j], kv7), dot(q3[j], kv7));
             sb7 += vec4<f32>(dot(q4[j], kv7), dot(q5[j], kv7), dot(q6[j], kv7), dot(q7[j], kv7));
         }
+        // The build-time score switches (attention_texture_io.wgsl's adjust()).
+        if (BIAS + CAUSAL != 0u) {
+            sa0 = adjust(sa0, row0, h, t0 + 0u);
+            sb0 = adjust(sb0, row0 + 4u, h, t0 + 0u);
+            sa1 = adjust(sa1, row0, h, t0 + 1u);
+            sb1 = adjust(sb1, row0 + 4u, h, t0 + 1u);
+            sa2 = adjust(sa2, row0, h, t0 + 2u);
+            sb2 = adjust(sb2, row0 + 4u, h, t0 + 2u);
+            sa3 = adjust(sa3, row0, h, t0 + 3u);
+            sb3 = adjust(sb3, row0 + 4u, h, t0 + 3u);
+            sa4 = adjust(sa4, row0, h, t0 + 4u);
+            sb4 = adjust(sb4, row0 + 4u, h, t0 + 4u);
+            sa5 = adjust(sa5, row0, h, t0 + 5u);
+            sb5 = adjust(sb5, row0 + 4u, h, t0 + 5u);
+            sa6 = adjust(sa6, row0, h, t0 + 6u);
+            sb6 = adjust(sb6, row0 + 4u, h, t0 + 6u);
+            sa7 = adjust(sa7, row0, h, t0 + 7u);
+            sb7 = adjust(sb7, row0 + 4u, h, t0 + 7u);
+        }
         // Keys past the end (the last block's, loaded clamped to the last key) may set the
         // block's maximum, which is harmless, and get a weight of 0: masking the weights
         // after exp() ran 7-10 % faster than masking the scores before it.

@@ -213,6 +213,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
             lines.append(f"            s{g}{t} += vec4<f32>({dots});")
     lines += [
         "        }",
+        "        // The build-time score switches (attention_texture_io.wgsl's adjust()).",
+        "        if (BIAS + CAUSAL != 0u) {",
+    ]
+    for t in range(keys):
+        lines += [
+            f"            sa{t} = adjust(sa{t}, row0, h, t0 + {t}u);",
+            f"            sb{t} = adjust(sb{t}, row0 + 4u, h, t0 + {t}u);",
+        ]
+    lines += [
+        "        }",
         "        // Keys past the end (the last block's, loaded clamped to the last key) may set the",
         "        // block's maximum, which is harmless, and get a weight of 0: masking the weights",
         "        // after exp() ran 7-10 % faster than masking the scores before it.",

@@ -9,6 +9,7 @@ pub mod progress;
 pub mod sampler;
 pub mod schedule;
 pub mod tensor_file;
+pub mod text;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -97,7 +97,7 @@ fn bad_requests_are_clear_errors_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("never.safetensors");
     let cases: [(&[&str], &str); 7] = [
-        (&["--prompt", "a cat"], "text_encoder"),
+        (&["--output-embeds", "e.safetensors"], "needs --prompt"),
         (&["--out", "x.png", "--guidance", "1"], "vae"),
         (
             &["--width", "72", "--height", "64", "--guidance", "1"],
@@ -165,6 +165,104 @@ fn bad_requests_are_clear_errors_and_write_nothing() {
         "{err}"
     );
     assert!(!out.exists());
+    // --prompt on a model without text encoders names what is missing.
+    let o = noiseshift()
+        .args(["generate", "--model"])
+        .arg(fixtures().join("sd3-tiny"))
+        .args(["--prompt", "a cat", "--guidance", "1", "--output-latents"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("CLIP text encoders"), "{err}");
+    assert!(!out.exists());
+}
+
+/// `generate --prompt` on the tiny SD3 pipeline folder (three text encoders and their
+/// tokenizers) against diffusers' encode_prompt and sampler from the same starting latents.
+fn prompt_case(case: &str, model: &[&str]) {
+    let dir = fixtures().join("generate").join(case);
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (latents, embeds) = (
+        out.path().join("l.safetensors"),
+        out.path().join("e.safetensors"),
+    );
+    let mut cmd = noiseshift();
+    cmd.args(["generate", "--model"])
+        .arg(fixtures().join(model[0]))
+        .args(model[1..].iter().map(|a| match a.starts_with("--") {
+            true => std::ffi::OsString::from(a),
+            false => fixtures().join(a).into_os_string(),
+        }))
+        .args(["--prompt", spec["prompt"].as_str().unwrap()])
+        .args([
+            "--negative-prompt",
+            spec["negative_prompt"].as_str().unwrap(),
+        ])
+        .arg("--latents")
+        .arg(dir.join("latents.safetensors"))
+        .args(["--steps", &spec["steps"].to_string()])
+        .args(["--guidance", &spec["guidance"].to_string()])
+        .args(["--shift", &spec["shift"].to_string()])
+        .args([
+            "--max-sequence-length",
+            &spec["max_sequence_length"].to_string(),
+        ])
+        .arg("--output-latents")
+        .arg(&latents)
+        .arg("--output-embeds")
+        .arg(&embeds);
+    if !spec["t5"].as_bool().unwrap() {
+        cmd.arg("--no-t5");
+    }
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let mut got = read(&embeds);
+    for (name, want) in read(&dir.join("embeds.safetensors")) {
+        let g = got
+            .remove(&name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(g.shape, want.shape, "{name}");
+        assert_max_rel(&format!("{case} {name}"), &g.data, &want.data, 1e-3);
+    }
+    let got = read(&latents).remove("latents").unwrap();
+    let want = read(&dir.join("expected.safetensors"))
+        .remove("latents")
+        .unwrap();
+    assert_max_rel(
+        &format!("{case} final latents"),
+        &got.data,
+        &want.data,
+        1e-3,
+    );
+}
+
+#[test]
+fn prompt_with_t5_and_guidance_matches_diffusers() {
+    prompt_case("pipeline-cfg-t5", &["sd3-pipeline-tiny"]);
+}
+
+#[test]
+fn prompt_from_single_file_with_tokenizers_from_config() {
+    // The same weights in the original layout (text_encoders.* keys); a single file has no
+    // tokenizers, so --config names a pipeline folder to take them from.
+    prompt_case(
+        "pipeline-cfg-t5",
+        &[
+            "sd3-pipeline-tiny-single.safetensors",
+            "--config",
+            "sd3-pipeline-tiny",
+        ],
+    );
+}
+
+#[test]
+fn prompt_without_t5_matches_diffusers() {
+    prompt_case("pipeline-no-t5", &["sd3-pipeline-tiny"]);
 }
 
 #[test]

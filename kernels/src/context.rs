@@ -37,6 +37,31 @@ pub struct AdapterReport {
     pub max_storage_buffer_binding_size: u64,
     pub max_compute_workgroup_storage_size: u32,
     pub max_compute_invocations_per_workgroup: u32,
+    /// Device-local memory in bytes, where the backend tells (Vulkan heaps); None elsewhere.
+    pub device_memory: Option<u64>,
+}
+
+/// The largest device-local memory heap of a Vulkan adapter (wgpu has no portable query).
+#[cfg(not(any(target_vendor = "apple", target_arch = "wasm32")))]
+fn device_memory(adapter: &wgpu::Adapter) -> Option<u64> {
+    // SAFETY: the HAL adapter is only borrowed to read the physical device's memory
+    // properties; nothing is created or changed.
+    let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }?;
+    let instance = hal.shared_instance().raw_instance();
+    // SAFETY: the physical device belongs to this live instance.
+    let props =
+        unsafe { instance.get_physical_device_memory_properties(hal.raw_physical_device()) };
+    // VK_MEMORY_HEAP_DEVICE_LOCAL_BIT = 1.
+    props.memory_heaps[..props.memory_heap_count as usize]
+        .iter()
+        .filter(|h| h.flags.as_raw() & 1 != 0)
+        .map(|h| h.size)
+        .max()
+}
+
+#[cfg(any(target_vendor = "apple", target_arch = "wasm32"))]
+fn device_memory(_: &wgpu::Adapter) -> Option<u64> {
+    None
 }
 
 impl AdapterReport {
@@ -61,6 +86,7 @@ impl AdapterReport {
             max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
             max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
             max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+            device_memory: device_memory(adapter),
         }
     }
 

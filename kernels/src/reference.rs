@@ -81,6 +81,21 @@ pub fn attention(
     d: usize,
     scale: f64,
 ) -> Vec<f32> {
+    attention_scored(q, q_off, kv, [batch, heads, d], scale, false, None)
+}
+
+/// [`attention`] (`shape` = batch, heads, d) with the scores changed first: `causal` drops
+/// keys after the query (t > i), `bias` [heads, Lq, Lk] is added.
+pub fn attention_scored(
+    q: &Rows<'_>,
+    q_off: usize,
+    kv: &[(&Rows<'_>, usize, usize)],
+    [batch, heads, d]: [usize; 3],
+    scale: f64,
+    causal: bool,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let lk: usize = kv.iter().map(|(src, _, _)| src.len).sum();
     let mut out = vec![0.0; batch * q.len * heads * d];
     for b in 0..batch {
         for h in 0..heads {
@@ -97,7 +112,13 @@ pub fn attention(
                             .zip(k)
                             .map(|(a, b)| f64::from(*a) * f64::from(*b))
                             .sum();
-                        scores.push(s * scale);
+                        let key = scores.len();
+                        let b = bias.map_or(0.0, |t| f64::from(t[(h * q.len + i) * lk + key]));
+                        scores.push(if causal && key > i {
+                            f64::NEG_INFINITY
+                        } else {
+                            s * scale + b
+                        });
                         values.push(&src.data[row + v_off + h * d..][..d]);
                     }
                 }

@@ -3,7 +3,7 @@
 //! Sizes are awkward on purpose: not multiples of any tile, length 1, batch > 1.
 //! Set NOISESHIFT_TEST_SEED to replay a failure; the seed in use is printed.
 
-use noiseshift_kernels::ops::attention::{AttentionVariant, KvSource, QuerySource};
+use noiseshift_kernels::ops::attention::{AttentionVariant, KvSource, QuerySource, ScoreMods};
 use noiseshift_kernels::ops::conv::ConvGeometry;
 use noiseshift_kernels::ops::layout::PatchOrder;
 use noiseshift_kernels::ops::matmul::{BufferLinear, TextureLinear};
@@ -553,6 +553,124 @@ fn attention_one_and_two_sources() {
             )
             .unwrap_err();
             assert!(err.to_string().contains("subgroups 8 wide"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn attention_causal_mask_and_bias() {
+    let mut r = rng("attention_mods");
+    for gpu in gpus() {
+        // (causal, bias) per case: each switch pair compiles its own kernels, which llvmpipe
+        // takes seconds for, so every pair is covered once at sizes that cross block edges.
+        for &(batch, heads, d, lq, l1, l2, causal, with_bias) in &[
+            (1, 1, 4, 1, 1, 0, true, true),
+            // CLIP-like: 77 tokens, one source.
+            (2, 3, 16, 77, 77, 0, true, false),
+            // T5-like, and fewer queries than keys from two sources.
+            (1, 2, 64, 13, 13, 0, false, true),
+            (2, 2, 16, 5, 6, 3, true, true),
+        ] {
+            let width = heads * d;
+            let lk = l1 + l2;
+            let qd = randn(&mut r, batch * lq * width, 1.0);
+            let k1 = randn(&mut r, batch * l1 * 2 * width, 1.0);
+            let k2 = randn(&mut r, batch * l2.max(1) * 2 * width, 1.0);
+            let bias = randn(&mut r, heads * lq * lk, 3.0);
+            let qt = Tensor::from_f32(&gpu, &[batch * lq, width], &qd).unwrap();
+            let k1t = Tensor::from_f32(&gpu, &[batch * l1, 2 * width], &k1).unwrap();
+            let k2t = Tensor::from_f32(&gpu, &[batch * l2.max(1), 2 * width], &k2).unwrap();
+            let bt = Tensor::from_f32(&gpu, &[heads, lq, lk], &bias).unwrap();
+            let mut sources = vec![KvSource {
+                tensor: &k1t,
+                len: l1,
+                k_off: 0,
+                v_off: width,
+            }];
+            if l2 > 0 {
+                sources.push(KvSource {
+                    tensor: &k2t,
+                    len: l2,
+                    k_off: 0,
+                    v_off: width,
+                });
+            }
+            let rows = |data, len, stride| cpu::Rows { data, len, stride };
+            let (cq, c1, c2) = (
+                rows(&qd, lq, width),
+                rows(&k1, l1, 2 * width),
+                rows(&k2, l2, 2 * width),
+            );
+            let mut kv: Vec<(&cpu::Rows, usize, usize)> = vec![(&c1, 0, width)];
+            if l2 > 0 {
+                kv.push((&c2, 0, width));
+            }
+            let scale = 0.3;
+            let want = cpu::attention_scored(
+                &cq,
+                0,
+                &kv,
+                [batch, heads, d],
+                f64::from(scale),
+                causal,
+                with_bias.then_some(&bias[..]),
+            );
+            let mods = ScoreMods {
+                causal,
+                bias: with_bias.then_some(&bt),
+            };
+            for variant in attention_variants(&gpu) {
+                let out = ops::attention::attention_mods(
+                    &gpu,
+                    QuerySource {
+                        tensor: &qt,
+                        len: lq,
+                        off: 0,
+                    },
+                    &sources,
+                    batch,
+                    heads,
+                    d,
+                    scale,
+                    mods,
+                    variant,
+                )
+                .unwrap();
+                let what = format!(
+                    "attention {variant:?} causal {causal} bias {with_bias} b{batch} h{heads} d{d} lq{lq} l{l1}+{l2}"
+                );
+                assert_close(&what, &gpu, &out.to_vec(&gpu).unwrap(), &want, 5e-6);
+            }
+            // A bias of the wrong shape is refused, naming the expected one.
+            let wrong = Tensor::from_f32(
+                &gpu,
+                &[heads, lq, lk + 1],
+                &vec![0.0; heads * lq * (lk + 1)],
+            )
+            .unwrap();
+            let err = ops::attention::attention_mods(
+                &gpu,
+                QuerySource {
+                    tensor: &qt,
+                    len: lq,
+                    off: 0,
+                },
+                &sources,
+                batch,
+                heads,
+                d,
+                scale,
+                ScoreMods {
+                    causal: false,
+                    bias: Some(&wrong),
+                },
+                AttentionVariant::Auto,
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("[{heads}, {lq}, {lk}]")),
+                "{err}"
+            );
         }
     }
 }

@@ -63,6 +63,12 @@ pub fn run(args: Args) -> Result<()> {
             a.max_compute_workgroup_storage_size / 1024,
             a.max_compute_invocations_per_workgroup
         );
+        if let Some(bytes) = a.device_memory {
+            println!(
+                "   device memory {:.1} GiB",
+                bytes as f64 / (1u64 << 30) as f64
+            );
+        }
     }
     Ok(())
 }

@@ -1,18 +1,19 @@
 //! `noiseshift generate`: the Euler sampler over an SD3/SD3.5 transformer, from given or seeded
-//! latents and given prompt embeddings, optionally with a NoiseShift calibration table.
+//! latents and a prompt (through the model's text encoders) or given embeddings, optionally with
+//! a NoiseShift calibration table.
 
 use std::path::{Path, PathBuf};
 
-use noiseshift_kernels::Gpu;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
+use crate::cli::prompts::TextArgs;
 use crate::cli::{check_size, open_gpu, profile};
-use crate::error::{Error, Result, input};
-use crate::models::mmdit::{Mmdit, TextConditioning};
+use crate::error::{Result, input};
+use crate::models::mmdit::Mmdit;
 use crate::noiseshift::table::{self, Request, Resolution, Table};
 use crate::progress::Progress;
-use crate::sampler::{Plan, Prompts, sample};
+use crate::sampler::{Plan, sample};
 use crate::schedule::{DEFAULT_SHIFT, sd3_sigmas};
 use crate::tensor_file::{self, HostTensor};
 use crate::weights::{Component, ModelPath, WeightSet};
@@ -22,17 +23,13 @@ pub struct Args {
     /// Model: a diffusers pipeline folder, a transformer folder, or a single-file checkpoint.
     #[arg(long, env = "NOISESHIFT_MODEL")]
     model: Option<PathBuf>,
-    /// Text prompt (needs the model's text encoders; use --embeds until they are supported).
+    #[command(flatten)]
+    text: TextArgs,
+    /// For a single-file checkpoint: a config.json, or a diffusers pipeline folder whose
+    /// transformer/config.json, text_encoder*/config.json and tokenizer*/ serve it (what tensor
+    /// shapes cannot tell, such as head counts; a single file carries no tokenizers).
     #[arg(long)]
-    prompt: Option<String>,
-    /// Negative prompt for guidance (needs the text encoders, like --prompt).
-    #[arg(long)]
-    negative_prompt: Option<String>,
-    /// Prompt embeddings (safetensors: prompt_embeds [B, L, D], pooled_prompt_embeds [B, P], and
-    /// for guidance > 1 negative_prompt_embeds, negative_pooled_prompt_embeds). Batch 1 is shared
-    /// by every latent row.
-    #[arg(long)]
-    embeds: Option<PathBuf>,
+    config: Option<PathBuf>,
     /// Starting latents (safetensors: latents [B, C, h, w]); default: Gaussian noise from --seed.
     #[arg(long, conflicts_with = "seed")]
     latents: Option<PathBuf>,
@@ -61,9 +58,6 @@ pub struct Args {
     /// Write the final latents here (safetensors, key `latents`).
     #[arg(long)]
     output_latents: Option<PathBuf>,
-    /// Write the prompt embeddings computed from --prompt here.
-    #[arg(long)]
-    output_embeds: Option<PathBuf>,
     /// Decode with the model's VAE and write a PNG.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -91,74 +85,8 @@ pub fn seeded_noise(seed: u64, shape: &[usize]) -> HostTensor {
     HostTensor::new(shape.to_vec(), data)
 }
 
-/// The embeddings file's conditional and (when guidance needs them) unconditional parts,
-/// expanded to `batch` rows when the file holds one.
-fn load_prompts(gpu: &Gpu, path: &Path, batch: usize, guided: bool) -> Result<Prompts> {
-    let mut t = tensor_file::read(path)?;
-    let mut pair = |embeds: &str, pooled: &str| -> Result<TextConditioning> {
-        let e = tensor_file::take(&mut t, embeds, path)?;
-        let p = tensor_file::take(&mut t, pooled, path)?;
-        if e.shape.len() != 3 || p.shape.len() != 2 || e.shape[0] != p.shape[0] {
-            return input(format!(
-                "{}: {embeds} {:?} and {pooled} {:?} must be [B, L, D] and [B, P]",
-                path.display(),
-                e.shape,
-                p.shape
-            ));
-        }
-        let rows = e.shape[0];
-        let index: Vec<usize> = match rows {
-            r if r == batch => (0..batch).collect(),
-            1 => vec![0; batch],
-            r => {
-                return input(format!(
-                    "{}: {embeds} has batch {r}; expected {batch} (the latents' batch) or 1",
-                    path.display()
-                ));
-            }
-        };
-        Ok(TextConditioning {
-            embeds: e.gather(&index).upload(gpu)?,
-            pooled: p.gather(&index).upload(gpu)?,
-        })
-    };
-    let cond = pair("prompt_embeds", "pooled_prompt_embeds")?;
-    let uncond = if guided {
-        Some(
-            pair("negative_prompt_embeds", "negative_pooled_prompt_embeds").map_err(|e| {
-                Error::Input(format!(
-                    "guidance > 1 needs negative embeddings ({e}); add them or pass --guidance 1"
-                ))
-            })?,
-        )
-    } else {
-        None
-    };
-    Ok(Prompts { cond, uncond })
-}
-
 /// Refuse what needs components this model (or this version) does not have, naming them.
 fn check_components(args: &Args, components: &[Component]) -> Result<()> {
-    if args.prompt.is_some() || args.negative_prompt.is_some() || args.output_embeds.is_some() {
-        let missing: Vec<&str> = [
-            Component::TextEncoder,
-            Component::TextEncoder2,
-            Component::TextEncoder3,
-        ]
-        .iter()
-        .filter(|c| !components.contains(c))
-        .map(|c| c.name())
-        .collect();
-        if !missing.is_empty() {
-            return input(format!(
-                "--prompt needs the text encoders, and the model lacks {}; pass --embeds FILE instead",
-                missing.join(", ")
-            ));
-        }
-        return input(
-            "running the text encoders is not supported yet; pass --embeds FILE instead of --prompt",
-        );
-    }
     if args.out.is_some() {
         if !components.contains(&Component::Vae) {
             return input(
@@ -235,15 +163,16 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     let Some(model_path) = &args.model else {
         return input("no model given: pass --model MODEL (or set NOISESHIFT_MODEL)");
     };
-    let path = ModelPath::resolve(model_path)?;
+    let mut path = ModelPath::resolve(model_path)?;
+    if let Some(config) = &args.config {
+        path.apply_config(config)?;
+    }
     let weights = WeightSet::open(&path.transformer_files)?;
     check_components(&args, &path.components(&weights))?;
-    let Some(output) = &args.output_latents else {
-        return input("nothing to write: pass --output-latents FILE");
-    };
-    let Some(embeds_path) = &args.embeds else {
-        return input("no conditioning: pass --embeds FILE (prompt_embeds, pooled_prompt_embeds)");
-    };
+    args.text.check()?;
+    if args.output_latents.is_none() && args.text.output_embeds.is_none() {
+        return input("nothing to write: pass --output-latents FILE (or --output-embeds FILE)");
+    }
     if args.steps == 0 {
         return input("--steps must be at least 1");
     }
@@ -304,7 +233,19 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     let gpu = open_gpu(device, args.profile || args.trace.is_some())?;
     let batch = latents.shape[0];
     let guided = args.guidance > 1.0;
-    let prompts = load_prompts(&gpu, embeds_path, batch, guided)?;
+    // The text encoders run (and free their weights) before the transformer loads.
+    let host = args.text.host_prompts(
+        &gpu,
+        &path,
+        args.config.as_deref(),
+        &weights,
+        &config,
+        guided,
+    )?;
+    let Some(output) = &args.output_latents else {
+        return Ok(());
+    };
+    let prompts = host.upload(&gpu, batch)?;
     eprintln!("loading {} on {}", path.path.display(), gpu.adapter.label());
     let model = Mmdit::load(&gpu, &weights, path.config.as_ref())?;
     model.check_latents(&latents.shape)?;

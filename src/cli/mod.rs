@@ -10,6 +10,7 @@ pub mod devices;
 pub mod generate;
 pub mod inspect;
 pub mod profile;
+pub mod prompts;
 
 #[derive(Parser)]
 #[command(
@@ -34,7 +35,7 @@ pub enum Command {
     Devices(devices::Args),
     /// Describe a model: family, configuration, dtypes, parameters, components.
     Inspect(inspect::Args),
-    /// Sample latents (and, later, images) with the flow-matching Euler sampler.
+    /// Sample latents (and, later, images) from a prompt with the flow-matching Euler sampler.
     Generate(generate::Args),
     /// Find NoiseShift's recalibrated noise levels for a model at one resolution.
     Calibrate(calibrate::Args),

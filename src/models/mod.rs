@@ -1,6 +1,10 @@
 //! Models, expressed as op calls on the kernel library.
 
+pub mod clip;
+pub mod embedding;
 pub mod linear;
 pub mod mmdit;
+pub mod stream;
+pub mod t5;
 
 pub use linear::Linear;

@@ -74,47 +74,25 @@ pub struct ModelPath {
     folder_components: Vec<Component>,
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value> {
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
     serde_json::from_str(&text)
         .map_err(|e| Error::Input(format!("{}: invalid JSON: {e}", path.display())))
 }
 
-/// The safetensors files of a diffusers model folder: the shard index when present, else the
-/// single `diffusion_pytorch_model.safetensors` (or any one *.safetensors).
-fn folder_weights(dir: &Path) -> Result<Vec<PathBuf>> {
-    let index = dir.join("diffusion_pytorch_model.safetensors.index.json");
-    if index.exists() {
-        let json = read_json(&index)?;
-        let map = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| Error::Input(format!("{}: no weight_map object", index.display())))?;
-        let mut files: Vec<PathBuf> = Vec::new();
-        for v in map.values() {
-            let name = v.as_str().ok_or_else(|| {
-                Error::Input(format!("{}: non-string shard name", index.display()))
-            })?;
-            let p = dir.join(name);
-            if !files.contains(&p) {
-                files.push(p);
-            }
+/// The safetensors files of a model folder: the shard index when present, else the single file
+/// (`diffusion_pytorch_model.safetensors` in diffusers' folders, `model.safetensors` in
+/// transformers' text encoders), else any one *.safetensors.
+pub fn folder_weights(dir: &Path) -> Result<Vec<PathBuf>> {
+    for stem in ["diffusion_pytorch_model", "model"] {
+        let index = dir.join(format!("{stem}.safetensors.index.json"));
+        if index.exists() {
+            return shard_files(dir, &index);
         }
-        for f in &files {
-            if !f.exists() {
-                return input(format!(
-                    "shard {} listed in {} is missing",
-                    f.display(),
-                    index.display()
-                ));
-            }
+        let single = dir.join(format!("{stem}.safetensors"));
+        if single.exists() {
+            return Ok(vec![single]);
         }
-        files.sort();
-        return Ok(files);
-    }
-    let single = dir.join("diffusion_pytorch_model.safetensors");
-    if single.exists() {
-        return Ok(vec![single]);
     }
     let mut any: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::read(dir, e))?
@@ -126,6 +104,36 @@ fn folder_weights(dir: &Path) -> Result<Vec<PathBuf>> {
         return input(format!("{}: no .safetensors weights found", dir.display()));
     }
     Ok(any)
+}
+
+/// The shards a `*.safetensors.index.json` names, each checked to exist.
+fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
+    let json = read_json(index)?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::Input(format!("{}: no weight_map object", index.display())))?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    for v in map.values() {
+        let name = v
+            .as_str()
+            .ok_or_else(|| Error::Input(format!("{}: non-string shard name", index.display())))?;
+        let p = dir.join(name);
+        if !files.contains(&p) {
+            files.push(p);
+        }
+    }
+    for f in &files {
+        if !f.exists() {
+            return input(format!(
+                "shard {} listed in {} is missing",
+                f.display(),
+                index.display()
+            ));
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 impl ModelPath {
@@ -191,6 +199,25 @@ impl ModelPath {
              with config.json, or a .safetensors checkpoint)",
             path.display()
         ))
+    }
+
+    /// `--config PATH` for a single file, as diffusers' `from_single_file(config=...)`: the
+    /// transformer's config.json (PATH itself, or PATH/transformer/config.json in a pipeline
+    /// folder) replaces inference from tensor shapes.
+    pub fn apply_config(&mut self, path: &Path) -> Result<()> {
+        let file = if path.is_dir() {
+            path.join("transformer").join("config.json")
+        } else {
+            path.to_path_buf()
+        };
+        if !file.is_file() {
+            return input(format!(
+                "--config {}: expected a config.json or a diffusers folder with transformer/config.json",
+                path.display()
+            ));
+        }
+        self.config = Some(read_json(&file)?);
+        Ok(())
     }
 
     /// The components this path holds; single files are judged by their key prefixes.

@@ -6,7 +6,8 @@
 //! `attention_texture` first packs keys and values of both sources into one texture each
 //! (llvmpipe fetches texels vectorised) and carries eight queries per invocation, and where
 //! subgroups are 8 wide `attention_texture_subgroup` also shares each key and value texel
-//! across the subgroup's lanes.
+//! across the subgroup's lanes. Every kernel takes the same [`ScoreMods`] (a causal mask, an
+//! additive bias per head), switched at build time.
 
 use crate::context::{Bind, Gpu, Scratch};
 use crate::error::{KernelError, Result, shape_err};
@@ -65,6 +66,18 @@ pub enum AttentionVariant {
     TextureSubgroup,
 }
 
+/// What changes the scores q k^T * scale before the softmax (text encoders; the diffusion
+/// transformers use none).
+#[derive(Clone, Copy, Default)]
+pub struct ScoreMods<'a> {
+    /// Key t (its index in the concatenated sources) is visible to query i only when t <= i
+    /// (CLIP's causal mask).
+    pub causal: bool,
+    /// Added to every score: f32 [heads, Lq, Lk], shared by the batch (T5's relative position
+    /// bias).
+    pub bias: Option<&'a Tensor>,
+}
+
 /// softmax(q k^T * scale) v for every sample and head; keys/values are the concatenation of
 /// `kv` sources (one or two) in order. Output [B, Lq, heads * head_dim].
 pub fn attention(
@@ -98,6 +111,32 @@ pub fn attention_with(
     heads: usize,
     head_dim: usize,
     scale: f32,
+    variant: AttentionVariant,
+) -> Result<Tensor> {
+    attention_mods(
+        gpu,
+        q,
+        kv,
+        batch,
+        heads,
+        head_dim,
+        scale,
+        ScoreMods::default(),
+        variant,
+    )
+}
+
+/// [`attention_with`] with the scores changed by `mods` first.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_mods(
+    gpu: &Gpu,
+    q: QuerySource<'_>,
+    kv: &[KvSource<'_>],
+    batch: usize,
+    heads: usize,
+    head_dim: usize,
+    scale: f32,
+    mods: ScoreMods<'_>,
     variant: AttentionVariant,
 ) -> Result<Tensor> {
     const OP: &str = "attention";
@@ -146,8 +185,25 @@ pub fn attention_with(
             &[s.k_off, s.v_off],
         )?;
     }
-    if kv.iter().map(|s| s.len).sum::<usize>() == 0 {
+    let lk: usize = kv.iter().map(|s| s.len).sum();
+    if lk == 0 {
         return shape_err(OP, "no keys to attend to");
+    }
+    if q.len == 0 {
+        return shape_err(OP, "no queries");
+    }
+    if let Some(bias) = mods.bias {
+        expect_f32(OP, "bias", bias)?;
+        if bias.shape() != [heads, q.len, lk] {
+            return shape_err(
+                OP,
+                format!(
+                    "bias {:?} must be [heads, Lq, Lk] = [{heads}, {}, {lk}]",
+                    bias.shape(),
+                    q.len
+                ),
+            );
+        }
     }
     let out = Tensor::empty(gpu, &[batch, q.len, width], DType::F32)?;
     let subgroup = gpu.caps.subgroup_width == Some(8);
@@ -161,7 +217,8 @@ pub fn attention_with(
         }
     };
     if let Some(subgroup) = texture {
-        attention_texture(gpu, q, kv, batch, heads, head_dim, scale, subgroup, &out)?;
+        let shape = [batch, heads, head_dim];
+        attention_texture(gpu, q, kv, shape, scale, mods, subgroup, &out)?;
         return Ok(out);
     }
     let second = kv.get(1).copied().unwrap_or(KvSource {
@@ -187,14 +244,15 @@ pub fn attention_with(
         b.k_off as u32,
         b.v_off as u32,
     ];
-    let lk = (a.len + b.len) as f64;
-    let work = (batch * heads * q.len) as f64 * lk * head_dim as f64;
-    let bytes = 4.0 * (batch as f64) * width as f64 * (2.0 * q.len as f64 + 2.0 * lk);
+    let work = (batch * heads * q.len * lk) as f64 * head_dim as f64;
+    let bytes = 4.0 * (batch as f64) * width as f64 * (2.0 * q.len as f64 + 2.0 * lk as f64);
     let d4 = head_dim / 4;
-    let kernel = Kernel::new(OP, &["attention.wgsl"])
-        .define("D4", d4 as u32)
-        .define("TK", buffer_tile(gpu, d4) as u32)
-        .trusted();
+    let kernel = score_defines(
+        Kernel::new(OP, &["attention.wgsl"])
+            .define("D4", d4 as u32)
+            .define("TK", buffer_tile(gpu, d4) as u32),
+        mods,
+    );
     gpu.dispatch(
         &kernel,
         words(&params),
@@ -203,6 +261,7 @@ pub fn attention_with(
             a.tensor.bind("key/value 1"),
             b.tensor.bind("key/value 2"),
             out.bind("out"),
+            bias_bind(gpu, mods),
         ],
         [
             q.len.div_ceil(BUFFER_ROWS) as u32,
@@ -212,6 +271,19 @@ pub fn attention_with(
         Cost::new(4.0 * work, bytes),
     )?;
     Ok(out)
+}
+
+/// The build-time score switches of every attention kernel; trusted (no runtime bounds checks),
+/// as the wrapper has checked every operand's extent.
+fn score_defines(kernel: Kernel, mods: ScoreMods<'_>) -> Kernel {
+    kernel
+        .define("CAUSAL", mods.causal as u32)
+        .define("BIAS", mods.bias.is_some() as u32)
+        .trusted()
+}
+
+fn bias_bind<'a>(gpu: &'a Gpu, mods: ScoreMods<'a>) -> Bind<'a> {
+    mods.bias.map_or_else(|| gpu.unused(), |t| t.bind("bias"))
 }
 
 /// Pack the k (or v) columns of every source into one texture: row b * lk + offset + t (by
@@ -261,15 +333,15 @@ fn pack_sources(
 const TEX_TQ: usize = 8;
 const TEX_WG: [usize; 2] = [16, 4];
 
+/// `shape`: batch, heads, head dim.
 #[allow(clippy::too_many_arguments)]
 fn attention_texture(
     gpu: &Gpu,
     q: QuerySource<'_>,
     kv: &[KvSource<'_>],
-    batch: usize,
-    heads: usize,
-    head_dim: usize,
+    [batch, heads, head_dim]: [usize; 3],
     scale: f32,
+    mods: ScoreMods<'_>,
     subgroup: bool,
     out: &Tensor,
 ) -> Result<()> {
@@ -294,9 +366,10 @@ fn attention_texture(
     } else {
         ("attention_texture", "attention_texture.wgsl", TEX_WG)
     };
-    let kernel = Kernel::new(name, &["attention_texture_io.wgsl", file])
-        .define("D4", (head_dim / 4) as u32)
-        .trusted();
+    let kernel = score_defines(
+        Kernel::new(name, &["attention_texture_io.wgsl", file]).define("D4", (head_dim / 4) as u32),
+        mods,
+    );
     for b0 in (0..batch).step_by(per) {
         let batches = b0..(b0 + per).min(batch);
         let keys = pack_sources(gpu, Scratch::Keys, kv, false, batches.clone(), width)?;
@@ -320,6 +393,7 @@ fn attention_texture(
                 Bind::Texture(&keys),
                 Bind::Texture(&values),
                 out.bind("out"),
+                bias_bind(gpu, mods),
             ],
             [
                 q.len.div_ceil(TEX_TQ * wg[0]) as u32,

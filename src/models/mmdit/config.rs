@@ -155,16 +155,16 @@ impl MmditConfig {
         })
     }
 
-    /// The configuration and key format of a transformer's weights: config.json when the
-    /// weights are in diffusers format and one was given, else inferred.
+    /// The configuration and key format of a transformer's weights: config.json when one was
+    /// given (a diffusers folder's, or `--config` for a single file), else inferred.
     pub fn resolve(
         w: &WeightSet,
         json: Option<&serde_json::Value>,
     ) -> Result<(MmditConfig, KeyFormat)> {
         let format = KeyFormat::detect(w)?;
         let config = match (json, &format) {
-            (Some(json), KeyFormat::Diffusers { .. }) => MmditConfig::from_json(json)?,
-            _ => MmditConfig::infer(w, &format)?,
+            (Some(json), _) => MmditConfig::from_json(json)?,
+            (None, _) => MmditConfig::infer(w, &format)?,
         };
         Ok((config, format))
     }
