@@ -88,6 +88,7 @@ pub fn row(name: &str, secs: f64, flops: f64, bytes: f64, c: Ceilings) {
 struct Lazy {
     shape: Vec<usize>,
     scale: f32,
+    offset: f32,
     seed: u64,
 }
 
@@ -109,13 +110,53 @@ impl safetensors::View for Lazy {
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             let u = ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32;
-            out.extend_from_slice(&half::f16::from_f32((2.0 * u - 1.0) * self.scale).to_le_bytes());
+            out.extend_from_slice(
+                &half::f16::from_f32(self.offset + (2.0 * u - 1.0) * self.scale).to_le_bytes(),
+            );
         }
         std::borrow::Cow::Owned(out)
     }
     fn data_len(&self) -> usize {
         2 * self.shape.iter().product::<usize>()
     }
+}
+
+/// Write random f16 `tensors` to `file` (through a temporary file): weights ~ U(-1, 1)
+/// sqrt(3 / fan_in), so activations stay O(1) through the blocks; biases small, 1-D weights (norms)
+/// near 1, embedding and position tables O(1).
+pub fn write_random(file: &std::path::Path, tensors: Vec<(String, Vec<usize>)>) {
+    eprintln!("writing random weights to {} (once)", file.display());
+    let views = tensors.into_iter().enumerate().map(|(i, (name, shape))| {
+        let fan_in = if shape.len() >= 2 {
+            shape[1..].iter().product::<usize>()
+        } else {
+            1
+        };
+        let (scale, offset) = if shape.len() == 1 && name.ends_with(".weight") {
+            (0.1, 1.0)
+        } else if name.ends_with(".bias") {
+            (0.02, 0.0)
+        } else if name.contains("pos_embed.pos_embed")
+            || name.contains("embedding")
+            || name.contains("shared")
+        {
+            (0.5, 0.0)
+        } else {
+            ((3.0 / fan_in as f32).sqrt(), 0.0)
+        };
+        (
+            name,
+            Lazy {
+                shape,
+                scale,
+                offset,
+                seed: i as u64 + 1,
+            },
+        )
+    });
+    let tmp = file.with_extension("partial");
+    safetensors::serialize_to_file(views, None, &tmp).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
 }
 
 /// A diffusers transformer folder with SD3-medium's shapes (24 blocks, hidden 1536, 192x192
@@ -175,36 +216,7 @@ pub fn sd3_medium_random() -> std::path::PathBuf {
             linear("ff_context.net.2", d, 4 * d);
         }
     }
-    eprintln!(
-        "writing a random SD3-medium-shaped checkpoint to {} (once)",
-        dir.display()
-    );
-    let views = tensors.into_iter().enumerate().map(|(i, (name, shape))| {
-        // Weights ~ U(-1, 1) sqrt(3 / fan_in): activations stay O(1) through the blocks.
-        let fan_in = if shape.len() >= 2 {
-            shape[1..].iter().product::<usize>()
-        } else {
-            1
-        };
-        let scale = if name.ends_with(".bias") {
-            0.02
-        } else if name.contains("pos_embed.pos_embed") {
-            0.5
-        } else {
-            (3.0 / fan_in as f32).sqrt()
-        };
-        (
-            name,
-            Lazy {
-                shape,
-                scale,
-                seed: i as u64 + 1,
-            },
-        )
-    });
-    let tmp = dir.join("partial.safetensors");
-    safetensors::serialize_to_file(views, None, &tmp).unwrap();
-    std::fs::rename(&tmp, &file).unwrap();
+    write_random(&file, tensors);
     let config = serde_json::json!({
         "_class_name": "SD3Transformer2DModel", "num_layers": depth, "attention_head_dim": 64,
         "num_attention_heads": 24, "patch_size": 2, "in_channels": 16, "out_channels": 16,
