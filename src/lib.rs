@@ -4,7 +4,9 @@
 pub mod cli;
 pub mod error;
 pub mod models;
+pub mod noise;
 pub mod noiseshift;
+pub mod profiling;
 pub mod progress;
 pub mod sampler;
 pub mod schedule;

@@ -68,6 +68,7 @@ shader_table!(
     "activation.wgsl",
     "binary.wgsl",
     "conv2d.wgsl",
+    "conv2d_tiled.wgsl",
     "upsample.wgsl",
     "rope.wgsl",
     "euler.wgsl",

@@ -4,7 +4,7 @@
 //! Set NOISESHIFT_TEST_SEED to replay a failure; the seed in use is printed.
 
 use noiseshift_kernels::ops::attention::{AttentionVariant, KvSource, QuerySource};
-use noiseshift_kernels::ops::conv::ConvGeometry;
+use noiseshift_kernels::ops::conv::{BufferConv, ConvGeometry};
 use noiseshift_kernels::ops::layout::PatchOrder;
 use noiseshift_kernels::ops::matmul::{BufferLinear, TextureLinear};
 use noiseshift_kernels::ops::norm::{Heads, Modulation};
@@ -173,10 +173,10 @@ impl MatmulKernel {
         }
     }
 
-    fn select(self, gpu: &mut Gpu) {
+    fn select(self, gpu: &Gpu) {
         match self {
-            MatmulKernel::Buffer(b) => gpu.caps.buffer_linear = b,
-            MatmulKernel::Texture(t) => gpu.caps.texture_linear = t,
+            MatmulKernel::Buffer(b) => gpu.force_variant(Some(b)),
+            MatmulKernel::Texture(t) => gpu.force_variant(Some(t)),
         }
     }
 }
@@ -244,7 +244,7 @@ fn linear_all_dtypes_and_awkward_shapes() {
                 .iter()
                 .flat_map(|v| cases.iter().map(move |c| (*v, *c)))
             {
-                kernel.select(&mut gpu);
+                kernel.select(&gpu);
                 let layout = kernel.layout();
                 let x = randn(&mut r, m * k, 1.0);
                 let (w, wr) = matrix(&gpu, n, k, &randn(&mut r, n * k, 0.5), dtype, layout);
@@ -288,7 +288,7 @@ fn linear_texture_chunks_and_layouts() {
         let limit = gpu.limits.max_texture_dimension_2d;
         let (m, n, k) = (70, 1300, 72);
         for variant in texture_variants(&gpu) {
-            gpu.caps.texture_linear = variant;
+            gpu.force_variant(Some(variant));
             for max_dim in [150, 100, 60] {
                 gpu.limits.max_texture_dimension_2d = max_dim;
                 for dtype in [DType::F32, DType::F16, DType::BF16] {
@@ -321,7 +321,7 @@ fn linear_texture_chunks_and_layouts() {
         }
         // Where subgroups are not 8 wide (GL has none), the subgroup kernel is refused by name.
         if gpu.caps.subgroup_width != Some(8) {
-            gpu.caps.texture_linear = TextureLinear::Subgroup;
+            gpu.force_variant(Some(TextureLinear::Subgroup));
             let x = Tensor::from_f32(&gpu, &[m, k], &randn(&mut r, m * k, 1.0)).unwrap();
             let (w, _) = matrix(
                 &gpu,
@@ -355,7 +355,7 @@ fn linear_splits_work_past_the_binding_limit() {
         let xt = Tensor::from_f32(&gpu, &[m, k], &x).unwrap();
         let bt = Tensor::from_f32(&gpu, &[n], &b).unwrap();
         for kernel in matmul_variants(&gpu, k) {
-            kernel.select(&mut gpu);
+            kernel.select(&gpu);
             let (w, wr) = matrix(
                 &gpu,
                 n,
@@ -895,15 +895,26 @@ fn modulate_and_gated_residual() {
     }
 }
 
+/// Each way a convolution can run for weights of `layout`: every buffer kernel, or the texture
+/// path (im2col and the texture matmul).
+fn conv_variants(layout: MatrixLayout) -> Vec<Option<BufferConv>> {
+    match layout {
+        MatrixLayout::Texture => vec![None],
+        _ => vec![Some(BufferConv::Direct), Some(BufferConv::Tiled)],
+    }
+}
+
 #[test]
 fn conv2d_geometries_and_dtypes() {
     let mut r = rng("conv2d");
     for gpu in gpus() {
-        // 3x3 pad 1, 1x1, 2x2 stride 2 (patch embed), 3x3 stride 2 padded right/bottom (VAE encoder).
-        let cases: [(usize, ConvGeometry); 4] = [
-            (5, ConvGeometry::square(3, 1, 1)),
-            (6, ConvGeometry::square(1, 1, 0)),
-            (3, ConvGeometry::square(2, 2, 0)),
+        // 3x3 pad 1, 1x1, 2x2 stride 2 (patch embed), 3x3 stride 2 padded right/bottom (VAE
+        // encoder); (b, h, w) 2 x 9 x 8 then 1 x 13 x 11: 143 pixels and 70 channels span
+        // several 64 x 64 blocks of the tiled kernel, with partial ones.
+        let cases: [(usize, ConvGeometry, [usize; 3]); 5] = [
+            (5, ConvGeometry::square(3, 1, 1), [2, 9, 8]),
+            (6, ConvGeometry::square(1, 1, 0), [2, 9, 8]),
+            (3, ConvGeometry::square(2, 2, 0), [2, 9, 8]),
             (
                 7,
                 ConvGeometry {
@@ -911,18 +922,22 @@ fn conv2d_geometries_and_dtypes() {
                     stride: 2,
                     pad: [0, 0, 1, 1],
                 },
+                [2, 9, 8],
             ),
+            (70, ConvGeometry::square(3, 1, 1), [1, 13, 11]),
         ];
-        for (cout, g) in cases {
+        for (cout, g, [b, h, w]) in cases {
             let [kh, kw] = g.kernel;
-            // 3 input channels give K = 27 (buffer only); 4 give a multiple of 4 (both layouts).
+            // 3 input channels give K = 27 (buffer only, scalar weight loads in the tiled
+            // kernel); 4 give a multiple of 4 (both layouts).
             for cin in [3, 4] {
                 let k = cin * kh * kw;
-                for (dtype, layout) in [DType::F32, DType::F16, DType::BF16]
+                for (dtype, layout, variant) in [DType::F32, DType::F16, DType::BF16]
                     .into_iter()
                     .flat_map(|d| layouts(k).into_iter().map(move |l| (d, l)))
+                    .flat_map(|(d, l)| conv_variants(l).into_iter().map(move |v| (d, l, v)))
                 {
-                    let (b, h, w) = (2, 9, 8);
+                    gpu.force_variant(variant);
                     let x = randn(&mut r, b * cin * h * w, 1.0);
                     let (wt, wr) =
                         matrix(&gpu, cout, k, &randn(&mut r, cout * k, 0.5), dtype, layout);
@@ -946,13 +961,14 @@ fn conv2d_geometries_and_dtypes() {
                     );
                     assert_eq!(y.shape(), [b, cout, oh, ow]);
                     let what = format!(
-                        "conv {kh}x{kw} s{} {:?} cin {cin} {dtype} {layout:?}",
+                        "conv {kh}x{kw} s{} {:?} cin {cin} cout {cout} {dtype} {layout:?} {variant:?}",
                         g.stride, g.pad
                     );
                     assert_close(&what, &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
                 }
             }
         }
+        gpu.force_variant::<BufferConv>(None);
     }
 }
 

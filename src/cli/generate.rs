@@ -4,17 +4,16 @@
 use std::path::{Path, PathBuf};
 
 use noiseshift_kernels::Gpu;
-use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
 
-use crate::cli::{check_size, open_gpu, profile};
+use crate::cli::{check_size, open_gpu};
 use crate::error::{Error, Result, input};
 use crate::models::mmdit::{Mmdit, TextConditioning};
+use crate::noise::seeded_noise;
 use crate::noiseshift::table::{self, Request, Resolution, Table};
 use crate::progress::Progress;
 use crate::sampler::{Plan, Prompts, sample};
 use crate::schedule::{DEFAULT_SHIFT, sd3_sigmas};
-use crate::tensor_file::{self, HostTensor};
+use crate::tensor_file;
 use crate::weights::{Component, ModelPath, WeightSet};
 
 #[derive(clap::Args)]
@@ -81,14 +80,6 @@ pub struct Args {
     /// Write a Chrome trace (open in Perfetto) of every dispatch of the run.
     #[arg(long)]
     trace: Option<PathBuf>,
-}
-
-/// Standard Gaussian values of `shape` from a seed.
-pub fn seeded_noise(seed: u64, shape: &[usize]) -> HostTensor {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let data = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
-    HostTensor::new(shape.to_vec(), data)
 }
 
 /// The embeddings file's conditional and (when guidance needs them) unconditional parts,
@@ -333,7 +324,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         args.guidance
     );
     if args.profile || args.trace.is_some() {
-        profile::report_run(&gpu, args.profile, args.trace.as_deref())?;
+        crate::profiling::report_run(&gpu, args.profile, args.trace.as_deref())?;
     }
     Ok(())
 }

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use crate::cli::generate::seeded_noise;
 use crate::error::{Result, input};
+use crate::noise::seeded_noise;
 use crate::tensor_file::{self, HostTensor};
 
 pub struct Dataset {
