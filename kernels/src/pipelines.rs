@@ -77,6 +77,8 @@ shader_table!(
     "patchify.wgsl",
     "patchify_vec4.wgsl",
     "concat.wgsl",
+    "transpose.wgsl",
+    "softmax.wgsl",
     "crop_grid.wgsl",
     "cast.wgsl",
     "peak_fma.wgsl",

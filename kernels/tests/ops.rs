@@ -1187,3 +1187,114 @@ fn timestep_features_match_f64_formula() {
     assert!((f64::from(f[5]) - arg.sin()).abs() < 1e-7);
     assert!((f64::from(f[8]) - 0.5f64.cos()).abs() < 1e-7);
 }
+
+#[test]
+fn softmax_transpose_and_row_copies() {
+    let mut r = rng("softmax");
+    for mut gpu in gpus() {
+        // Rows shorter and longer than a workgroup, scores large enough that exp() would
+        // overflow without the running max; then rows split over bindings of 1 KiB (aligned
+        // ranges of whole rows: 64 rows of 40 floats are 10 KiB).
+        for (rows, cols, scale, limit) in [
+            (3, 5, 1.0, None),
+            (7, 300, 30.0, None),
+            (64, 40, 0.5, Some(1024)),
+        ] {
+            let full = gpu.limits.max_storage_buffer_binding_size;
+            if let Some(l) = limit {
+                gpu.limits.max_storage_buffer_binding_size = l;
+            }
+            let x = randn(&mut r, rows * cols, 4.0);
+            let xt = Tensor::from_f32(&gpu, &[rows, cols], &x).unwrap();
+            ops::softmax::softmax_rows(&gpu, &xt, scale).unwrap();
+            gpu.limits.max_storage_buffer_binding_size = full;
+            let want = cpu::softmax_rows(&x, cols, f64::from(scale));
+            let what = format!("softmax {rows}x{cols} scale {scale} binding {limit:?}");
+            // f32 rounds a score s by |s| 6e-8, which exp() turns into a relative error.
+            let largest = x
+                .iter()
+                .fold(0.0f64, |m, v| m.max(f64::from(*v * scale).abs()));
+            let tol = 1e-6 + 2e-8 * largest;
+            assert_close(&what, &gpu, &xt.to_vec(&gpu).unwrap(), &want, tol);
+        }
+        let (b, rr, c) = (2, 7, 5);
+        let x = randn(&mut r, b * rr * c, 1.0);
+        let xt = Tensor::from_f32(&gpu, &[b, rr, c], &x).unwrap();
+        let t = ops::layout::transpose(&gpu, &xt).unwrap();
+        assert_eq!(t.shape(), [b, c, rr]);
+        let want = cpu::transpose(&x, b, rr, c);
+        assert_close("transpose", &gpu, &t.to_vec(&gpu).unwrap(), &want, 0.0);
+        // Rows 2..5 of a [6, 3, 4] tensor, and back into a poisoned one.
+        let x = randn(&mut r, 72, 1.0);
+        let xt = Tensor::from_f32(&gpu, &[6, 3, 4], &x).unwrap();
+        let part = ops::layout::take_rows(&gpu, &xt, 2..5).unwrap();
+        assert_close(
+            "take_rows",
+            &gpu,
+            &part.to_vec(&gpu).unwrap(),
+            &x[24..60],
+            0.0,
+        );
+        let dst = Tensor::empty(&gpu, &[4, 3, 4], DType::F32).unwrap();
+        ops::layout::put_rows(&gpu, &dst, 1, &part).unwrap();
+        let back = dst.to_vec(&gpu).unwrap();
+        assert_eq!(back[12..48], x[24..60]);
+        assert!(
+            back[..12].iter().all(|v| v.is_nan()),
+            "rows outside untouched"
+        );
+        assert!(ops::layout::put_rows(&gpu, &dst, 2, &part).is_err());
+        assert!(ops::layout::take_rows(&gpu, &xt, 4..7).is_err());
+    }
+}
+
+/// Single-head attention with a head dim past the fused kernels' (the VAE's, up to 512), as
+/// matmuls against activations used as matrices: S = q K^T, softmax, O = P V with V as [D, L].
+#[test]
+fn attention_from_matmuls_over_activation_matrices() {
+    let mut r = rng("attention_matmuls");
+    for gpu in gpus() {
+        for (lq, lk, d) in [(5, 9, 260), (37, 30, 8)] {
+            let q = randn(&mut r, lq * d, 1.0);
+            let k = randn(&mut r, lk * d, 1.0);
+            let v = randn(&mut r, lk * d, 1.0);
+            let vt = cpu::transpose(&v, 1, lk, d);
+            let scale = 1.0 / (d as f32).sqrt();
+            let qt = Tensor::from_f32(&gpu, &[lq, d], &q).unwrap();
+            let km = Matrix::from_tensor(Tensor::from_f32(&gpu, &[lk, d], &k).unwrap()).unwrap();
+            let vm = Matrix::from_tensor(Tensor::from_f32(&gpu, &[d, lk], &vt).unwrap()).unwrap();
+            let s = ops::matmul::linear(&gpu, &qt, &km, None, Act::None).unwrap();
+            ops::softmax::softmax_rows(&gpu, &s, scale).unwrap();
+            let o = ops::matmul::linear(&gpu, &s, &vm, None, Act::None).unwrap();
+            let kv: Vec<f32> = (0..lk)
+                .flat_map(|i| k[i * d..(i + 1) * d].iter().chain(&v[i * d..(i + 1) * d]))
+                .copied()
+                .collect();
+            let want = cpu::attention(
+                &cpu::Rows {
+                    data: &q,
+                    len: lq,
+                    stride: d,
+                },
+                0,
+                &[(
+                    &cpu::Rows {
+                        data: &kv,
+                        len: lk,
+                        stride: 2 * d,
+                    },
+                    0,
+                    d,
+                )],
+                1,
+                1,
+                d,
+                f64::from(scale),
+            );
+            let what = format!("attention from matmuls lq {lq} lk {lk} d {d}");
+            assert_close(&what, &gpu, &o.to_vec(&gpu).unwrap(), &want, 5e-6);
+        }
+        let t = Tensor::from_f32(&gpu, &[2, 2, 2], &[0.0; 8]).unwrap();
+        assert!(Matrix::from_tensor(t).is_err());
+    }
+}
