@@ -67,6 +67,7 @@ shader_table!(
     "gated_residual.wgsl",
     "activation.wgsl",
     "binary.wgsl",
+    "affine.wgsl",
     "conv2d.wgsl",
     "conv2d_tiled.wgsl",
     "upsample.wgsl",

@@ -1219,6 +1219,18 @@ fn softmax_transpose_and_row_copies() {
         }
         let (b, rr, c) = (2, 7, 5);
         let x = randn(&mut r, b * rr * c, 1.0);
+        let y = ops::elementwise::affine(
+            &gpu,
+            &Tensor::from_f32(&gpu, &[b, rr, c], &x).unwrap(),
+            0.7,
+            -0.2,
+        )
+        .unwrap();
+        let want: Vec<f32> = x
+            .iter()
+            .map(|v| (0.7 * f64::from(*v) - 0.2) as f32)
+            .collect();
+        assert_close("affine", &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
         let xt = Tensor::from_f32(&gpu, &[b, rr, c], &x).unwrap();
         let t = ops::layout::transpose(&gpu, &xt).unwrap();
         assert_eq!(t.shape(), [b, c, rr]);

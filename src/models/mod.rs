@@ -2,5 +2,6 @@
 
 pub mod linear;
 pub mod mmdit;
+pub mod vae;
 
 pub use linear::Linear;

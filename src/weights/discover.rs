@@ -74,7 +74,7 @@ pub struct ModelPath {
     folder_components: Vec<Component>,
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value> {
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
     serde_json::from_str(&text)
         .map_err(|e| Error::Input(format!("{}: invalid JSON: {e}", path.display())))
@@ -82,7 +82,7 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 
 /// The safetensors files of a diffusers model folder: the shard index when present, else the
 /// single `diffusion_pytorch_model.safetensors` (or any one *.safetensors).
-fn folder_weights(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn folder_weights(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("diffusion_pytorch_model.safetensors.index.json");
     if index.exists() {
         let json = read_json(&index)?;
