@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod images;
 pub mod models;
 pub mod noise;
 pub mod noiseshift;

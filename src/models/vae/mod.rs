@@ -8,6 +8,7 @@ pub mod blocks;
 pub mod config;
 pub mod keys;
 pub mod locate;
+pub mod tiling;
 
 use noiseshift_kernels::ops::conv::ConvGeometry;
 use noiseshift_kernels::ops::{self, Act};
