@@ -5,16 +5,20 @@ use std::path::{Path, PathBuf};
 
 use noiseshift_kernels::Gpu;
 
-use crate::cli::{check_size, open_gpu};
+use crate::cli::{check_size, open_gpu, open_vae};
 use crate::error::{Error, Result, input};
+use crate::images::metadata::Metadata;
+use crate::images::output::{self, check_out};
 use crate::models::mmdit::{Mmdit, TextConditioning};
+use crate::models::vae::tiling::{self, TilingMode};
+use crate::models::vae::{Parts, Vae};
 use crate::noise::seeded_noise;
 use crate::noiseshift::table::{self, Request, Resolution, Table};
 use crate::progress::Progress;
 use crate::sampler::{Plan, Prompts, sample};
 use crate::schedule::{DEFAULT_SHIFT, sd3_sigmas};
 use crate::tensor_file;
-use crate::weights::{Component, ModelPath, WeightSet};
+use crate::weights::{Component, ConfigOverride, ModelPath, WeightSet};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -63,9 +67,20 @@ pub struct Args {
     /// Write the prompt embeddings computed from --prompt here.
     #[arg(long)]
     output_embeds: Option<PathBuf>,
-    /// Decode with the model's VAE and write a PNG.
+    /// Decode with the model's VAE and write a PNG (FILE-0.png .. FILE-(N-1).png for a batch
+    /// of N), carrying the parameters as text chunks and an A1111-style `parameters` chunk.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also write a contact sheet of the batch as FILE-grid.png.
+    #[arg(long, requires = "out")]
+    grid: bool,
+    /// Decode in overlapping tiles: `auto` when the activations would not fit the device.
+    #[arg(long, value_enum, default_value = "auto")]
+    vae_tiling: TilingMode,
+    /// A config.json (transformer or VAE), or a diffusers folder whose transformer/ and vae/
+    /// configs are used, for single-file checkpoints whose configuration cannot be inferred.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// NoiseShift calibration: a table file, `auto` (a matching table under calibrations/ in
     /// the working directory or beside the model) or `none`.
     #[arg(long, default_value = "auto")]
@@ -150,13 +165,13 @@ fn check_components(args: &Args, components: &[Component]) -> Result<()> {
             "running the text encoders is not supported yet; pass --embeds FILE instead of --prompt",
         );
     }
-    if args.out.is_some() {
+    if let Some(out) = &args.out {
+        check_out(out)?;
         if !components.contains(&Component::Vae) {
             return input(
                 "--out needs the model's VAE (component 'vae'), which it lacks; use --output-latents FILE",
             );
         }
-        return input("VAE decoding is not supported yet; use --output-latents FILE");
     }
     Ok(())
 }
@@ -183,11 +198,15 @@ fn auto_tables(path: &ModelPath, res: Resolution, steps: usize) -> Vec<PathBuf> 
 }
 
 /// The conditioning levels: the sigmas themselves, or a calibration table's sigma_hat.
-fn calibration_levels(args: &Args, path: &ModelPath, req: &Request<'_>) -> Result<Vec<f64>> {
+fn calibration_levels(
+    args: &Args,
+    path: &ModelPath,
+    req: &Request<'_>,
+) -> Result<(Vec<f64>, Option<PathBuf>)> {
     let steps = req.sigmas.len() - 1;
     let uncalibrated = req.sigmas[..steps].to_vec();
     match args.calibration.as_str() {
-        "none" => Ok(uncalibrated),
+        "none" => Ok((uncalibrated, None)),
         "auto" => {
             for candidate in auto_tables(path, req.resolution, steps) {
                 let found = Table::read(&candidate)
@@ -198,7 +217,7 @@ fn calibration_levels(args: &Args, path: &ModelPath, req: &Request<'_>) -> Resul
                             "calibration: {}",
                             note.unwrap_or_else(|| candidate.display().to_string())
                         );
-                        return Ok(levels);
+                        return Ok((levels, Some(candidate)));
                     }
                     Err(e) => eprintln!("calibration: ignoring {}: {e}", candidate.display()),
                 }
@@ -207,7 +226,7 @@ fn calibration_levels(args: &Args, path: &ModelPath, req: &Request<'_>) -> Resul
                 "calibration: no table for {}x{} at {steps} steps; sampling uncalibrated (see `noiseshift calibrate`)",
                 req.resolution.width, req.resolution.height
             );
-            Ok(uncalibrated)
+            Ok((uncalibrated, None))
         }
         file => {
             let file = Path::new(file);
@@ -217,7 +236,7 @@ fn calibration_levels(args: &Args, path: &ModelPath, req: &Request<'_>) -> Resul
                 "calibration: {}",
                 note.unwrap_or_else(|| file.display().to_string())
             );
-            Ok(levels)
+            Ok((levels, Some(file.to_path_buf())))
         }
     }
 }
@@ -229,9 +248,11 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     let path = ModelPath::resolve(model_path)?;
     let weights = WeightSet::open(&path.transformer_files)?;
     check_components(&args, &path.components(&weights))?;
-    let Some(output) = &args.output_latents else {
-        return input("nothing to write: pass --output-latents FILE");
-    };
+    if args.output_latents.is_none() && args.out.is_none() {
+        return input("nothing to write: pass --out FILE.png or --output-latents FILE");
+    }
+    let configs = ConfigOverride::read(args.config.as_deref())?;
+    let tconfig = configs.transformer.as_ref().or(path.config.as_ref());
     let Some(embeds_path) = &args.embeds else {
         return input("no conditioning: pass --embeds FILE (prompt_embeds, pooled_prompt_embeds)");
     };
@@ -241,7 +262,12 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     if args.batch == 0 {
         return input("--batch must be at least 1");
     }
-    let (config, _) = crate::models::mmdit::MmditConfig::resolve(&weights, path.config.as_ref())?;
+    let (config, _) = crate::models::mmdit::MmditConfig::resolve(&weights, tconfig)?;
+    // The VAE is checked against the transformer before any sampling.
+    let vae = match &args.out {
+        Some(_) => Some(open_vae(&path, configs.vae.as_ref(), config.in_channels)?),
+        None => None,
+    };
     let multiple = 8 * config.patch;
 
     let latents = match &args.latents {
@@ -290,14 +316,14 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         sigmas: &sigmas,
         shift,
     };
-    let levels = calibration_levels(&args, &path, &request)?;
+    let (levels, table) = calibration_levels(&args, &path, &request)?;
 
     let gpu = open_gpu(device, args.profile || args.trace.is_some())?;
     let batch = latents.shape[0];
     let guided = args.guidance > 1.0;
     let prompts = load_prompts(&gpu, embeds_path, batch, guided)?;
     eprintln!("loading {} on {}", path.path.display(), gpu.adapter.label());
-    let model = Mmdit::load(&gpu, &weights, path.config.as_ref())?;
+    let model = Mmdit::load(&gpu, &weights, tconfig)?;
     model.check_latents(&latents.shape)?;
     let x0 = latents.upload(&gpu)?;
     let mut progress = Progress::new("sampling", args.steps as u64);
@@ -313,16 +339,59 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     })?;
     progress.finish();
     let result = tensor_file::download(&gpu, &out)?;
-    tensor_file::write(output, &[("latents", &result)])?;
-    eprintln!(
-        "wrote {} ({} x {:?}) after {} steps in {:.1} s (shift {shift}, guidance {})",
-        output.display(),
-        batch,
-        &result.shape[1..],
-        args.steps,
-        progress.elapsed(),
-        args.guidance
-    );
+    drop((out, x0, prompts, model));
+    gpu.trim_memory();
+    if let Some(output) = &args.output_latents {
+        tensor_file::write(output, &[("latents", &result)])?;
+        eprintln!(
+            "wrote {} ({} x {:?}) after {} steps in {:.1} s (shift {shift}, guidance {})",
+            output.display(),
+            batch,
+            &result.shape[1..],
+            args.steps,
+            progress.elapsed(),
+            args.guidance
+        );
+    }
+    if let (Some(out), Some(source)) = (&args.out, vae) {
+        let vae = Vae::load(
+            &gpu,
+            &source.weights,
+            &source.keys,
+            source.config,
+            Parts::Decoder,
+        )?;
+        let images = tiling::decode_planned(&gpu, &vae, &result, args.vae_tiling)?;
+        let meta = Metadata {
+            prompt: args.prompt.clone().unwrap_or_default(),
+            negative_prompt: args.negative_prompt.clone().unwrap_or_default(),
+            seed: match &args.latents {
+                Some(_) => None,
+                None => Some(args.seed.unwrap_or(0)),
+            },
+            source: args
+                .latents
+                .as_ref()
+                .map(|p| format!("latents {}", p.display()))
+                .or_else(|| {
+                    args.embeds
+                        .as_ref()
+                        .map(|p| format!("embeds {}", p.display()))
+                }),
+            steps: args.steps,
+            guidance: args.guidance,
+            shift,
+            width: resolution.width,
+            height: resolution.height,
+            model: path.name(),
+            fingerprint: weights.fingerprint(),
+            calibration: table,
+        };
+        let written = output::write_all(out, &images, args.grid, &|r| meta.chunks(r))?;
+        for p in written {
+            eprintln!("wrote {}", p.display());
+        }
+    }
     if args.profile || args.trace.is_some() {
         crate::profiling::report_run(&gpu, args.profile, args.trace.as_deref())?;
     }

@@ -2,6 +2,8 @@
 //! parameters (`png`), contact sheets, and images read for the VAE encoder (`load`).
 
 pub mod load;
+pub mod metadata;
+pub mod output;
 pub mod png;
 
 use crate::tensor_file::HostTensor;

@@ -230,3 +230,59 @@ impl ModelPath {
             .unwrap_or_else(|| "model".into())
     }
 }
+
+/// `--config PATH`: a config.json (a transformer's, or a VAE's by its `_class_name`
+/// AutoencoderKL), or a diffusers folder whose transformer/config.json and vae/config.json
+/// are used, as diffusers' `from_single_file(config=...)` does.
+#[derive(Default)]
+pub struct ConfigOverride {
+    pub transformer: Option<serde_json::Value>,
+    pub vae: Option<serde_json::Value>,
+}
+
+impl ConfigOverride {
+    pub fn read(path: Option<&Path>) -> Result<ConfigOverride> {
+        let Some(path) = path else {
+            return Ok(ConfigOverride::default());
+        };
+        if !path.exists() {
+            return input(format!("--config {} does not exist", path.display()));
+        }
+        let is_vae = |j: &serde_json::Value| {
+            j.get("_class_name").and_then(|v| v.as_str()) == Some("AutoencoderKL")
+        };
+        if path.is_file() {
+            let json = read_json(path)?;
+            return Ok(if is_vae(&json) {
+                ConfigOverride {
+                    transformer: None,
+                    vae: Some(json),
+                }
+            } else {
+                ConfigOverride {
+                    transformer: Some(json),
+                    vae: None,
+                }
+            });
+        }
+        let part = |name: &str| -> Result<Option<serde_json::Value>> {
+            let p = path.join(name).join("config.json");
+            if p.exists() {
+                read_json(&p).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let out = ConfigOverride {
+            transformer: part("transformer")?,
+            vae: part("vae")?,
+        };
+        if out.transformer.is_none() && out.vae.is_none() {
+            return input(format!(
+                "--config {}: no transformer/config.json or vae/config.json inside",
+                path.display()
+            ));
+        }
+        Ok(out)
+    }
+}

@@ -155,15 +155,15 @@ impl MmditConfig {
         })
     }
 
-    /// The configuration and key format of a transformer's weights: config.json when the
-    /// weights are in diffusers format and one was given, else inferred.
+    /// The configuration and key format of a transformer's weights: a given config.json
+    /// (a folder's own for diffusers-format weights, or `--config` for any), else inferred.
     pub fn resolve(
         w: &WeightSet,
         json: Option<&serde_json::Value>,
     ) -> Result<(MmditConfig, KeyFormat)> {
         let format = KeyFormat::detect(w)?;
         let config = match (json, &format) {
-            (Some(json), KeyFormat::Diffusers { .. }) => MmditConfig::from_json(json)?,
+            (Some(json), _) => MmditConfig::from_json(json)?,
             _ => MmditConfig::infer(w, &format)?,
         };
         Ok((config, format))

@@ -289,3 +289,41 @@ pub fn encode(
         HostTensor::new(shape, logvar),
     ))
 }
+
+/// Decode with tiling as `mode` and the device decide, saying so when tiles are used.
+pub fn decode_planned(
+    gpu: &Gpu,
+    vae: &Vae,
+    latents: &HostTensor,
+    mode: TilingMode,
+) -> Result<HostTensor> {
+    vae.check_latents(&latents.shape)?;
+    let (h, w) = (latents.shape[2], latents.shape[3]);
+    let (tiles, reason) = plan(gpu, mode, h, w, &|a, b| decode_bytes(vae, a, b))?;
+    if let Some(p) = tiles {
+        eprintln!(
+            "VAE tiling: decoding in tiles of {0}x{0} latents overlapping by {1} ({reason})",
+            p.tile, p.overlap
+        );
+    }
+    decode(gpu, vae, latents, tiles)
+}
+
+/// Encode with tiling as `mode` and the device decide, saying so when tiles are used.
+pub fn encode_planned(
+    gpu: &Gpu,
+    vae: &Vae,
+    images: &HostTensor,
+    mode: TilingMode,
+) -> Result<(HostTensor, HostTensor)> {
+    let f = vae.config.factor();
+    let (h, w) = (images.shape[2] / f, images.shape[3] / f);
+    let (tiles, reason) = plan(gpu, mode, h, w, &|a, b| encode_bytes(vae, a * f, b * f))?;
+    if let Some(p) = tiles {
+        eprintln!(
+            "VAE tiling: encoding in tiles of {0}x{0} latents overlapping by {1} ({reason})",
+            p.tile, p.overlap
+        );
+    }
+    encode(gpu, vae, images, tiles)
+}
