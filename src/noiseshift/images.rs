@@ -1,0 +1,263 @@
+//! Calibration data from a folder of images (the paper's setting): PNG and JPEG files in name
+//! order, prepared as diffusers' VaeImageProcessor does (`images::load`), encoded by the
+//! model's VAE (the latent distribution's mean, or a seeded sample) and scaled, with one
+//! seeded noise per image. Unreadable, truncated and 16-bit files are skipped with a warning
+//! naming each; fewer usable images than asked for is an error.
+//!
+//! Conditioning: captions (JSON lines `{"file", "caption"}` or `name<TAB>caption`) are parsed
+//! and checked here; encoding them needs the text encoders, which plug in at
+//! [`encode_captions`]. Until then the conditioning comes from an embeddings file
+//! (`prompt_embeds` / `pooled_prompt_embeds`, one shared row or one per image file).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use noiseshift_kernels::Gpu;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::error::{Error, Result, input};
+use crate::images::load::{prepare, read_rgb};
+use crate::models::vae::Vae;
+use crate::models::vae::tiling::{self, TilingMode};
+use crate::noise::seeded_noise;
+use crate::noiseshift::dataset::Dataset;
+use crate::tensor_file::{self, HostTensor};
+
+const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// The image files of `dir`, sorted by name.
+pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::read(dir, e))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| EXTENSIONS.contains(&x.to_lowercase().as_str()))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return input(format!("{}: no PNG or JPEG images", dir.display()));
+    }
+    Ok(files)
+}
+
+/// Captions by file name, from JSON lines `{"file": ..., "caption": ...}` or
+/// `name<TAB>caption` lines; every name must be one of `files`.
+pub fn read_captions(path: &Path, files: &[PathBuf]) -> Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
+    let mut out = HashMap::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let at = format!("{}:{}", path.display(), n + 1);
+        let (name, caption) = if line.trim_start().starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| Error::Input(format!("{at}: invalid JSON: {e}")))?;
+            match (
+                v.get("file").and_then(|f| f.as_str()),
+                v.get("caption").and_then(|c| c.as_str()),
+            ) {
+                (Some(f), Some(c)) => (f.to_string(), c.to_string()),
+                _ => {
+                    return input(format!(
+                        "{at}: needs string fields \"file\" and \"caption\""
+                    ));
+                }
+            }
+        } else {
+            match line.split_once('\t') {
+                Some((f, c)) => (f.to_string(), c.to_string()),
+                None => {
+                    return input(format!("{at}: neither a JSON object nor name<TAB>caption"));
+                }
+            }
+        };
+        if !files
+            .iter()
+            .any(|p| p.file_name().is_some_and(|f| f == name.as_str()))
+        {
+            return input(format!(
+                "{at}: caption for '{name}', which is not an image of the folder"
+            ));
+        }
+        out.insert(name, caption);
+    }
+    Ok(out)
+}
+
+/// Prompt embeddings for `captions` (the empty prompt where None). The text encoders plug
+/// in here; until they do, this names what to pass instead.
+pub fn encode_captions(captions: &[Option<String>]) -> Result<(HostTensor, HostTensor)> {
+    let _ = captions;
+    input(
+        "encoding captions (and the empty prompt) needs the text encoders, which are not supported yet; \
+         pass --embeds FILE with prompt_embeds and pooled_prompt_embeds (one shared row or one per image)",
+    )
+}
+
+/// What to build the data set from.
+pub struct ImagesRequest<'a> {
+    pub dir: &'a Path,
+    pub captions: Option<&'a Path>,
+    pub embeds: Option<&'a Path>,
+    pub samples: Option<usize>,
+    pub width: usize,
+    pub height: usize,
+    pub seed: u64,
+    pub sample_latents: bool,
+    pub tiling: TilingMode,
+}
+
+/// Rows of an embeddings tensor for the kept images: row 0 when shared, else by file index.
+fn pick(
+    t: &HostTensor,
+    kept: &[usize],
+    files: usize,
+    name: &str,
+    path: &Path,
+) -> Result<HostTensor> {
+    match t.shape.first() {
+        Some(1) => Ok(t.clone()),
+        Some(&n) if n == files => Ok(t.gather(kept)),
+        _ => input(format!(
+            "{}: {name} {:?} needs 1 row or one per image file ({files})",
+            path.display(),
+            t.shape
+        )),
+    }
+}
+
+/// The calibration data of an images folder, encoded by `vae`.
+pub fn dataset(gpu: &Gpu, vae: &Vae, req: &ImagesRequest<'_>) -> Result<Dataset> {
+    let files = list(req.dir)?;
+    let captions = match req.captions {
+        Some(p) => Some(read_captions(p, &files)?),
+        None => None,
+    };
+    let want = req.samples.unwrap_or(files.len().min(200));
+    if want == 0 {
+        return input("--samples must be at least 1");
+    }
+    let f = vae.config.factor();
+    if req.width % f != 0 || req.height % f != 0 {
+        return input(format!(
+            "{}x{} is not a multiple of the VAE's {f}",
+            req.width, req.height
+        ));
+    }
+    let mut kept = Vec::new();
+    let mut pixels = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        if kept.len() == want {
+            break;
+        }
+        match read_rgb(file) {
+            Ok(rgb) => {
+                let p = prepare(&rgb, req.width, req.height);
+                if p.upscaled {
+                    eprintln!(
+                        "warning: {} ({}x{}) is smaller than {}x{}: upscaled",
+                        file.display(),
+                        rgb.width(),
+                        rgb.height(),
+                        req.width,
+                        req.height
+                    );
+                }
+                pixels.extend(p.pixels);
+                kept.push(i);
+            }
+            Err(e) => eprintln!("warning: skipping {e}"),
+        }
+    }
+    if kept.len() < want {
+        return input(format!(
+            "{}: {} usable images, fewer than the {want} asked for (--samples)",
+            req.dir.display(),
+            kept.len()
+        ));
+    }
+    let n = kept.len();
+    let images = HostTensor::new(vec![n, 3, req.height, req.width], pixels);
+    // Conditioning before the (costly) encoding, so that a refusal comes first.
+    let (embeds, pooled, negative, text) = match req.embeds {
+        Some(path) => {
+            let mut t = tensor_file::read(path)?;
+            let mut get = |name: &str| -> Result<HostTensor> {
+                let e = tensor_file::take(&mut t, name, path)?;
+                pick(&e, &kept, files.len(), name, path)
+            };
+            let embeds = get("prompt_embeds")?;
+            let pooled = get("pooled_prompt_embeds")?;
+            let negative = match (
+                get("negative_prompt_embeds"),
+                get("negative_pooled_prompt_embeds"),
+            ) {
+                (Ok(e), Ok(p)) => Some((e, p)),
+                _ => None,
+            };
+            (
+                embeds,
+                pooled,
+                negative,
+                format!("embeddings {}", path.display()),
+            )
+        }
+        None => {
+            let per_image: Vec<Option<String>> = kept
+                .iter()
+                .map(|&i| {
+                    let name = files[i].file_name()?.to_string_lossy().into_owned();
+                    captions.as_ref()?.get(&name).cloned()
+                })
+                .collect();
+            let (embeds, pooled) = encode_captions(&per_image)?;
+            (embeds, pooled, None, "captions".to_string())
+        }
+    };
+    let (mean, logvar) = tiling::encode_planned(gpu, vae, &images, req.tiling)?;
+    let z = if req.sample_latents {
+        // mean + exp(logvar / 2) eps, logvar clamped as diffusers does, eps seeded.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(req.seed ^ 0x5eed_1a7e);
+        let data = mean
+            .data
+            .iter()
+            .zip(&logvar.data)
+            .map(|(m, v)| {
+                let e: f32 = StandardNormal.sample(&mut rng);
+                m + (0.5 * v.clamp(-30.0, 20.0)).exp() * e
+            })
+            .collect();
+        HostTensor::new(mean.shape.clone(), data)
+    } else {
+        mean
+    };
+    let c = &vae.config;
+    let (scale, shift) = (c.scaling_factor as f32, c.shift_factor as f32);
+    let x0 = HostTensor::new(
+        z.shape.clone(),
+        z.data.iter().map(|v| (v - shift) * scale).collect(),
+    );
+    Ok(Dataset {
+        noise: seeded_noise(req.seed, &x0.shape),
+        x0,
+        embeds,
+        pooled,
+        negative,
+        description: format!(
+            "images {} ({n} of {} files, {}), {text}",
+            req.dir.display(),
+            files.len(),
+            if req.sample_latents {
+                "sampled latents"
+            } else {
+                "latent means"
+            },
+        ),
+    })
+}
