@@ -224,7 +224,7 @@ fn bad_images_and_mismatched_vaes_are_clear_errors() {
     assert_eq!(code, 2, "{err}");
     for name in ["b_truncated.png", "c_not_an_image.png", "d_sixteen_bit.png"] {
         assert!(
-            err.contains(&format!("skipping")) && err.contains(name),
+            err.contains("skipping") && err.contains(name),
             "{name}: {err}"
         );
     }

@@ -213,7 +213,7 @@ const F32_TOL: f64 = 2e-6;
 #[test]
 fn linear_all_dtypes_and_awkward_shapes() {
     let mut r = rng("linear");
-    for mut gpu in gpus() {
+    for gpu in gpus() {
         // (m, n, k): tails in m and n, k = 4 (one vec4), k not a multiple of 4 (scalar kernel),
         // k = 64 (rows of 256 bytes: the texture path copies instead of packing), and 3 x 3
         // blocks of the tiled kernel with a partial last step of k.
@@ -342,7 +342,7 @@ fn linear_splits_work_past_the_binding_limit() {
     let mut r = rng("linear_split");
     for a in test_adapters() {
         // 4 KiB bindings: x (300 x 64 f32 = 75 KiB), y (47 KiB) and W (40 x 64 f16 = 5 KiB) must be split.
-        let mut gpu = Gpu::new(&GpuOptions {
+        let gpu = Gpu::new(&GpuOptions {
             device: Some(a.index.to_string()),
             max_binding_bytes: Some(4096),
             ..Default::default()

@@ -144,7 +144,7 @@ pub fn dataset(gpu: &Gpu, vae: &Vae, req: &ImagesRequest<'_>) -> Result<Dataset>
         return input("--samples must be at least 1");
     }
     let f = vae.config.factor();
-    if req.width % f != 0 || req.height % f != 0 {
+    if !req.width.is_multiple_of(f) || !req.height.is_multiple_of(f) {
         return input(format!(
             "{}x{} is not a multiple of the VAE's {f}",
             req.width, req.height

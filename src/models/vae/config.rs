@@ -64,13 +64,13 @@ impl VaeConfig {
             ("down_block_types", "DownEncoderBlock2D"),
             ("up_block_types", "UpDecoderBlock2D"),
         ] {
-            if let Some(types) = json.get(key).and_then(|v| v.as_array()) {
-                if types.len() != channels.len() || types.iter().any(|t| t.as_str() != Some(want)) {
-                    return input(format!(
-                        "vae config.json: {key} must be {} x {want}, got {types:?}",
-                        channels.len()
-                    ));
-                }
+            if let Some(types) = json.get(key).and_then(|v| v.as_array())
+                && (types.len() != channels.len() || types.iter().any(|t| t.as_str() != Some(want)))
+            {
+                return input(format!(
+                    "vae config.json: {key} must be {} x {want}, got {types:?}",
+                    channels.len()
+                ));
             }
         }
         for key in ["latents_mean", "latents_std"] {
