@@ -173,6 +173,11 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     let data = match (&args.dataset, &args.images) {
         (Some(file), _) => Dataset::load(file, args.samples, args.seed, &expect)?,
         (None, Some(dir)) => {
+            // The folder and its captions are checked before the VAE is looked for.
+            let files = images::list(dir)?;
+            if let Some(c) = &args.captions {
+                images::read_captions(c, &files)?;
+            }
             let source = open_vae(&path, configs.vae.as_ref(), config.in_channels)?;
             let vae = Vae::load(
                 &gpu,
