@@ -77,7 +77,7 @@ fn cpu_sgemm_seconds(m: usize, n: usize, k: usize) -> f64 {
 
 fn main() {
     let quick = std::env::var_os("NOISESHIFT_BENCH_QUICK").is_some();
-    let mut gpu = gpu();
+    let gpu = gpu();
     let c = ceilings::measure(&gpu).unwrap();
     println!("adapter: {}", gpu.adapter.label());
     println!(
@@ -109,8 +109,8 @@ fn main() {
     cpu_sgemm_row("1024^3 (matrixmultiply)", k, k, k);
     // The texture kernel whose lanes each load their own x rows, where the default is the
     // subgroup one (adapters with subgroups 8 wide).
-    if gpu.caps.texture_linear == TextureLinear::Subgroup {
-        gpu.caps.texture_linear = TextureLinear::Lanes;
+    if gpu.variant::<TextureLinear>() == TextureLinear::Subgroup {
+        gpu.force_variant(Some(TextureLinear::Lanes));
         for dtype in [DType::F32, DType::F16] {
             let w = matrix(&gpu, k, k, dtype, MatrixLayout::Texture);
             let x = Tensor::from_f32(&gpu, &[k, k], &values(k * k)).unwrap();
@@ -125,10 +125,10 @@ fn main() {
                 c,
             );
         }
-        gpu.caps.texture_linear = TextureLinear::Subgroup;
+        gpu.force_variant::<TextureLinear>(None);
     }
     // Every kernel for weights in buffers (hardware GPUs default to Auto: Wide or Tiled by size).
-    let default = gpu.caps.buffer_linear;
+    let default = gpu.variant::<BufferLinear>();
     let mut variants = vec![
         BufferLinear::Blocked,
         BufferLinear::Tiled,
@@ -138,7 +138,7 @@ fn main() {
         variants.push(BufferLinear::Coop);
     }
     for &variant in &variants {
-        gpu.caps.buffer_linear = variant;
+        gpu.force_variant(Some(variant));
         let w = matrix(&gpu, k, k, DType::F16, MatrixLayout::Buffer);
         let x = Tensor::from_f32(&gpu, &[k, k], &values(k * k)).unwrap();
         let secs = time(&gpu, reps, &mut || {
@@ -152,7 +152,7 @@ fn main() {
             c,
         );
     }
-    gpu.caps.buffer_linear = default;
+    gpu.force_variant(Some(default));
     // At the MMDiT shapes: the default kernel on software adapters, every buffer kernel but
     // Blocked on hardware GPUs (whose Auto rule comes from these rows).
     let shape_variants: Vec<Option<BufferLinear>> = if gpu.caps.software {
@@ -168,7 +168,7 @@ fn main() {
                 .into_iter()
                 .flat_map(|dt| shape_variants.iter().map(move |v| (dt, *v)))
             {
-                gpu.caps.buffer_linear = variant.unwrap_or(default);
+                gpu.force_variant(Some(variant.unwrap_or(default)));
                 let w = matrix(&gpu, n, d, dtype, MatrixLayout::Auto);
                 let secs = time(&gpu, reps, &mut || {
                     ops::matmul::linear(&gpu, &x, &w, None, Act::None).unwrap();
@@ -184,7 +184,7 @@ fn main() {
                     c,
                 );
             }
-            gpu.caps.buffer_linear = default;
+            gpu.force_variant(Some(default));
             cpu_sgemm_row(&format!("{t} x {label}"), t, n, d);
         }
         let table = Tensor::from_f32(&gpu, &[1, 6 * d], &values(6 * d)).unwrap();

@@ -3,8 +3,11 @@
 
 pub mod cli;
 pub mod error;
+pub mod images;
 pub mod models;
+pub mod noise;
 pub mod noiseshift;
+pub mod profiling;
 pub mod progress;
 pub mod sampler;
 pub mod schedule;

@@ -37,6 +37,14 @@ impl HostTensor {
         }
     }
 
+    /// The tensors' rows one after the other (all alike past the first dimension).
+    pub fn concat(parts: &[&HostTensor]) -> HostTensor {
+        let mut shape = parts[0].shape.clone();
+        shape[0] = parts.iter().map(|p| p.shape[0]).sum();
+        let data = parts.iter().flat_map(|p| p.data.iter().copied()).collect();
+        HostTensor::new(shape, data)
+    }
+
     /// The rows at `indices` of the first dimension, in that order (repeats allowed).
     pub fn gather(&self, indices: &[usize]) -> HostTensor {
         let row: usize = self.shape[1..].iter().product();

@@ -597,10 +597,12 @@ fn bad_input_is_refused_and_nothing_is_written() {
         std::fs::write(images.join(name), b"not decoded before the VAE check").unwrap();
     }
     let captions = dir.path().join("captions.txt");
-    std::fs::write(&captions, "one caption only\n").unwrap();
+    std::fs::write(&captions, "c.png\ta caption for no image\n").unwrap();
     let o = run_images(&["--captions", captions.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("1 captions for 2 images"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("'c.png', which is not an image of the folder")
+    );
     let o = run_images(&[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(

@@ -190,6 +190,8 @@ fn prompt_case(case: &str, model: &[&str]) {
         out.path().join("l.safetensors"),
         out.path().join("e.safetensors"),
     );
+    let image = out.path().join("x.png");
+    let expected_png = dir.join("expected.png");
     let mut cmd = noiseshift();
     cmd.args(["generate", "--model"])
         .arg(fixtures().join(model[0]))
@@ -217,6 +219,9 @@ fn prompt_case(case: &str, model: &[&str]) {
         .arg(&embeds);
     if !spec["t5"].as_bool().unwrap() {
         cmd.arg("--no-t5");
+    }
+    if expected_png.exists() {
+        cmd.arg("--out").arg(&image);
     }
     let o = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);

@@ -8,9 +8,9 @@ use noiseshift_kernels::{Ceilings, Gpu, GpuOptions};
 /// The default adapter; NOISESHIFT_BENCH_LINEAR=blocked|tiled|wide|coop|auto picks the kernel of
 /// matmuls whose weights live in buffers (hardware GPUs).
 pub fn gpu() -> Gpu {
-    let mut gpu = Gpu::new(&GpuOptions::default()).expect("a wgpu adapter");
+    let gpu = Gpu::new(&GpuOptions::default()).expect("a wgpu adapter");
     if let Ok(name) = std::env::var("NOISESHIFT_BENCH_LINEAR") {
-        gpu.caps.buffer_linear = match name.as_str() {
+        let variant = match name.as_str() {
             "blocked" => BufferLinear::Blocked,
             "tiled" => BufferLinear::Tiled,
             "wide" => BufferLinear::Wide,
@@ -20,6 +20,7 @@ pub fn gpu() -> Gpu {
                 panic!("NOISESHIFT_BENCH_LINEAR={other}: not blocked, tiled, wide, coop or auto")
             }
         };
+        gpu.force_variant(Some(variant));
     }
     gpu
 }

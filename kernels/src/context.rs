@@ -8,8 +8,8 @@ use std::time::Instant;
 use serde::Serialize;
 use wgpu::util::DeviceExt;
 
+use crate::caps::{Caps, Forced, Variant};
 use crate::error::{KernelError, Result};
-use crate::ops::matmul::{BufferLinear, TextureLinear};
 use crate::pipelines::{Kernel, Pipelines};
 use crate::pool::Pool;
 use crate::profile::{Cost, Profiler};
@@ -120,26 +120,6 @@ pub struct GpuOptions {
     pub max_buffer_bytes: Option<u64>,
     /// Record per-dispatch timings from the start.
     pub profile: bool,
-}
-
-/// Features of the device that select kernel variants.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct Caps {
-    pub f16: bool,
-    pub timestamps: bool,
-    /// Software rasteriser (lavapipe/llvmpipe): texel fetches are vectorised there while buffer
-    /// loads are not, so the matmul reads its operands through textures.
-    pub software: bool,
-    /// The kernel of matmuls whose weights live in a buffer. Public so tests and benches can
-    /// run every variant on one adapter.
-    pub buffer_linear: BufferLinear,
-    /// Lanes per subgroup where the device has subgroups of one fixed width.
-    pub subgroup_width: Option<u32>,
-    /// The kernel of matmuls whose weights live in textures (public like `buffer_linear`).
-    pub texture_linear: TextureLinear,
-    /// 16 x 16 x 16 cooperative matrices of f16 inputs and f32 results on subgroups of 32
-    /// (`BufferLinear::Coop`).
-    pub coop_f16: bool,
 }
 
 /// Whether `adapter` multiplies 16 x 16 x 16 cooperative matrices of f16 into f32, on subgroups
@@ -304,6 +284,8 @@ pub struct Gpu {
     unused: wgpu::Buffer,
     /// Reusable rgba32float textures the texture kernels read activations from, by slot.
     scratch: RefCell<Vec<Option<ScratchTexture>>>,
+    /// Kernel variants forced in place of the adapter's defaults.
+    forced: Forced,
 }
 
 /// A cached scratch texture: its size, the texture (for copies) and its view (for bindings).
@@ -389,21 +371,7 @@ impl Gpu {
             // 50 ms dispatch); software adapters are timed by wall clock instead.
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY) && !software,
             software,
-            // Shared memory is what hardware GPUs feed their ALUs from; llvmpipe scalarises
-            // workgroup-memory loads, so it keeps the register-blocked kernel.
-            buffer_linear: if software {
-                BufferLinear::Blocked
-            } else {
-                BufferLinear::Auto
-            },
             subgroup_width,
-            // llvmpipe (8 lanes on 256-bit vectors): up to 1.3x the per-lane kernel's speed,
-            // never clearly slower (BENCHMARKS.md).
-            texture_linear: if subgroup_width == Some(8) {
-                TextureLinear::Subgroup
-            } else {
-                TextureLinear::Lanes
-            },
             coop_f16: coop,
         };
         let profiler = Profiler::new(&device, &queue, caps.timestamps, options.profile);
@@ -416,6 +384,7 @@ impl Gpu {
             poison: Cell::new(false),
             staged: Cell::new(0),
             scratch: RefCell::new(vec![None, None, None, None, None]),
+            forced: Forced::default(),
             unused: device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("unused operand"),
                 size: 16,
@@ -428,6 +397,19 @@ impl Gpu {
             caps,
             limits,
         })
+    }
+
+    /// The kernel of op family `V` that runs here: the forced one, else the adapter's default.
+    pub fn variant<V: Variant>(&self) -> V {
+        self.forced
+            .get::<V>()
+            .unwrap_or_else(|| V::for_caps(&self.caps))
+    }
+
+    /// Run `V`'s kernel `v` from now on (tests and benches run every variant on one adapter);
+    /// `None` goes back to the default.
+    pub fn force_variant<V: Variant>(&self, v: Option<V>) {
+        self.forced.set(v);
     }
 
     /// The pipeline for `kernel`, built and cached on first use.

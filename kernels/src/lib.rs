@@ -1,6 +1,7 @@
 //! noiseshift-kernels: the GPU layer. Tensors, WGSL compute kernels with their CPU references,
 //! and a per-dispatch profiler. Knows nothing of models.
 
+pub mod caps;
 pub mod ceilings;
 pub mod context;
 pub mod error;
@@ -13,7 +14,8 @@ pub mod reference;
 pub mod suite;
 pub mod tensor;
 
-pub use context::{AdapterReport, Caps, Gpu, GpuOptions, list_adapters, test_adapters};
+pub use caps::{Caps, Variant};
+pub use context::{AdapterReport, Gpu, GpuOptions, list_adapters, test_adapters};
 pub use error::{KernelError, Result};
 pub use matrix::{Matrix, MatrixLayout};
 pub use pool::MemoryStats;

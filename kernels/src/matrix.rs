@@ -251,6 +251,26 @@ impl Matrix {
         })
     }
 
+    /// An f32 activation [N, K] on the device used as the weight of a matmul (attention
+    /// scores as x K^T, outputs as P V with V stored [D, L]), in its buffer: no copy.
+    pub fn from_tensor(t: Tensor) -> Result<Matrix> {
+        let [n, k] = *t.shape() else {
+            return shape_err("matrix", format!("{:?} is not [N, K]", t.shape()));
+        };
+        if t.dtype() != DType::F32 {
+            return shape_err(
+                "matrix",
+                format!("an activation matrix is f32, not {}", t.dtype()),
+            );
+        }
+        Ok(Matrix {
+            n,
+            k,
+            dtype: DType::F32,
+            store: Store::Buffer(t),
+        })
+    }
+
     pub fn rows(&self) -> usize {
         self.n
     }

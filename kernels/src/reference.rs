@@ -436,3 +436,28 @@ pub fn crop_grid(
     }
     out
 }
+
+/// softmax(scale * row) of every row of length `cols`.
+pub fn softmax_rows(x: &[f32], cols: usize, scale: f64) -> Vec<f32> {
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks(cols) {
+        let s: Vec<f64> = row.iter().map(|&v| f64::from(v) * scale).collect();
+        let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = s.iter().map(|v| (v - max).exp()).sum();
+        y.extend(s.iter().map(|v| ((v - max).exp() / sum) as f32));
+    }
+    y
+}
+
+/// [B, R, C] -> [B, C, R].
+pub fn transpose(x: &[f32], b: usize, r: usize, c: usize) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    for bi in 0..b {
+        for ri in 0..r {
+            for ci in 0..c {
+                y[(bi * c + ci) * r + ri] = x[(bi * r + ri) * c + ci];
+            }
+        }
+    }
+    y
+}

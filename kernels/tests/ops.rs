@@ -4,7 +4,7 @@
 //! Set NOISESHIFT_TEST_SEED to replay a failure; the seed in use is printed.
 
 use noiseshift_kernels::ops::attention::{AttentionVariant, KvSource, QuerySource, ScoreMods};
-use noiseshift_kernels::ops::conv::ConvGeometry;
+use noiseshift_kernels::ops::conv::{BufferConv, ConvGeometry};
 use noiseshift_kernels::ops::layout::PatchOrder;
 use noiseshift_kernels::ops::matmul::{BufferLinear, TextureLinear};
 use noiseshift_kernels::ops::norm::{Heads, Modulation};
@@ -173,10 +173,10 @@ impl MatmulKernel {
         }
     }
 
-    fn select(self, gpu: &mut Gpu) {
+    fn select(self, gpu: &Gpu) {
         match self {
-            MatmulKernel::Buffer(b) => gpu.caps.buffer_linear = b,
-            MatmulKernel::Texture(t) => gpu.caps.texture_linear = t,
+            MatmulKernel::Buffer(b) => gpu.force_variant(Some(b)),
+            MatmulKernel::Texture(t) => gpu.force_variant(Some(t)),
         }
     }
 }
@@ -213,7 +213,7 @@ const F32_TOL: f64 = 2e-6;
 #[test]
 fn linear_all_dtypes_and_awkward_shapes() {
     let mut r = rng("linear");
-    for mut gpu in gpus() {
+    for gpu in gpus() {
         // (m, n, k): tails in m and n, k = 4 (one vec4), k not a multiple of 4 (scalar kernel),
         // k = 64 (rows of 256 bytes: the texture path copies instead of packing), and 3 x 3
         // blocks of the tiled kernel with a partial last step of k.
@@ -244,7 +244,7 @@ fn linear_all_dtypes_and_awkward_shapes() {
                 .iter()
                 .flat_map(|v| cases.iter().map(move |c| (*v, *c)))
             {
-                kernel.select(&mut gpu);
+                kernel.select(&gpu);
                 let layout = kernel.layout();
                 let x = randn(&mut r, m * k, 1.0);
                 let (w, wr) = matrix(&gpu, n, k, &randn(&mut r, n * k, 0.5), dtype, layout);
@@ -288,7 +288,7 @@ fn linear_texture_chunks_and_layouts() {
         let limit = gpu.limits.max_texture_dimension_2d;
         let (m, n, k) = (70, 1300, 72);
         for variant in texture_variants(&gpu) {
-            gpu.caps.texture_linear = variant;
+            gpu.force_variant(Some(variant));
             for max_dim in [150, 100, 60] {
                 gpu.limits.max_texture_dimension_2d = max_dim;
                 for dtype in [DType::F32, DType::F16, DType::BF16] {
@@ -321,7 +321,7 @@ fn linear_texture_chunks_and_layouts() {
         }
         // Where subgroups are not 8 wide (GL has none), the subgroup kernel is refused by name.
         if gpu.caps.subgroup_width != Some(8) {
-            gpu.caps.texture_linear = TextureLinear::Subgroup;
+            gpu.force_variant(Some(TextureLinear::Subgroup));
             let x = Tensor::from_f32(&gpu, &[m, k], &randn(&mut r, m * k, 1.0)).unwrap();
             let (w, _) = matrix(
                 &gpu,
@@ -342,7 +342,7 @@ fn linear_splits_work_past_the_binding_limit() {
     let mut r = rng("linear_split");
     for a in test_adapters() {
         // 4 KiB bindings: x (300 x 64 f32 = 75 KiB), y (47 KiB) and W (40 x 64 f16 = 5 KiB) must be split.
-        let mut gpu = Gpu::new(&GpuOptions {
+        let gpu = Gpu::new(&GpuOptions {
             device: Some(a.index.to_string()),
             max_binding_bytes: Some(4096),
             ..Default::default()
@@ -355,7 +355,7 @@ fn linear_splits_work_past_the_binding_limit() {
         let xt = Tensor::from_f32(&gpu, &[m, k], &x).unwrap();
         let bt = Tensor::from_f32(&gpu, &[n], &b).unwrap();
         for kernel in matmul_variants(&gpu, k) {
-            kernel.select(&mut gpu);
+            kernel.select(&gpu);
             let (w, wr) = matrix(
                 &gpu,
                 n,
@@ -1013,15 +1013,26 @@ fn modulate_and_gated_residual() {
     }
 }
 
+/// Each way a convolution can run for weights of `layout`: every buffer kernel, or the texture
+/// path (im2col and the texture matmul).
+fn conv_variants(layout: MatrixLayout) -> Vec<Option<BufferConv>> {
+    match layout {
+        MatrixLayout::Texture => vec![None],
+        _ => vec![Some(BufferConv::Direct), Some(BufferConv::Tiled)],
+    }
+}
+
 #[test]
 fn conv2d_geometries_and_dtypes() {
     let mut r = rng("conv2d");
     for gpu in gpus() {
-        // 3x3 pad 1, 1x1, 2x2 stride 2 (patch embed), 3x3 stride 2 padded right/bottom (VAE encoder).
-        let cases: [(usize, ConvGeometry); 4] = [
-            (5, ConvGeometry::square(3, 1, 1)),
-            (6, ConvGeometry::square(1, 1, 0)),
-            (3, ConvGeometry::square(2, 2, 0)),
+        // 3x3 pad 1, 1x1, 2x2 stride 2 (patch embed), 3x3 stride 2 padded right/bottom (VAE
+        // encoder); (b, h, w) 2 x 9 x 8 then 1 x 13 x 11: 143 pixels and 70 channels span
+        // several 64 x 64 blocks of the tiled kernel, with partial ones.
+        let cases: [(usize, ConvGeometry, [usize; 3]); 5] = [
+            (5, ConvGeometry::square(3, 1, 1), [2, 9, 8]),
+            (6, ConvGeometry::square(1, 1, 0), [2, 9, 8]),
+            (3, ConvGeometry::square(2, 2, 0), [2, 9, 8]),
             (
                 7,
                 ConvGeometry {
@@ -1029,18 +1040,22 @@ fn conv2d_geometries_and_dtypes() {
                     stride: 2,
                     pad: [0, 0, 1, 1],
                 },
+                [2, 9, 8],
             ),
+            (70, ConvGeometry::square(3, 1, 1), [1, 13, 11]),
         ];
-        for (cout, g) in cases {
+        for (cout, g, [b, h, w]) in cases {
             let [kh, kw] = g.kernel;
-            // 3 input channels give K = 27 (buffer only); 4 give a multiple of 4 (both layouts).
+            // 3 input channels give K = 27 (buffer only, scalar weight loads in the tiled
+            // kernel); 4 give a multiple of 4 (both layouts).
             for cin in [3, 4] {
                 let k = cin * kh * kw;
-                for (dtype, layout) in [DType::F32, DType::F16, DType::BF16]
+                for (dtype, layout, variant) in [DType::F32, DType::F16, DType::BF16]
                     .into_iter()
                     .flat_map(|d| layouts(k).into_iter().map(move |l| (d, l)))
+                    .flat_map(|(d, l)| conv_variants(l).into_iter().map(move |v| (d, l, v)))
                 {
-                    let (b, h, w) = (2, 9, 8);
+                    gpu.force_variant(variant);
                     let x = randn(&mut r, b * cin * h * w, 1.0);
                     let (wt, wr) =
                         matrix(&gpu, cout, k, &randn(&mut r, cout * k, 0.5), dtype, layout);
@@ -1064,13 +1079,14 @@ fn conv2d_geometries_and_dtypes() {
                     );
                     assert_eq!(y.shape(), [b, cout, oh, ow]);
                     let what = format!(
-                        "conv {kh}x{kw} s{} {:?} cin {cin} {dtype} {layout:?}",
+                        "conv {kh}x{kw} s{} {:?} cin {cin} cout {cout} {dtype} {layout:?} {variant:?}",
                         g.stride, g.pad
                     );
                     assert_close(&what, &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
                 }
             }
         }
+        gpu.force_variant::<BufferConv>(None);
     }
 }
 
@@ -1288,4 +1304,127 @@ fn timestep_features_match_f64_formula() {
     assert!((f64::from(f[1]) - arg.cos()).abs() < 1e-7);
     assert!((f64::from(f[5]) - arg.sin()).abs() < 1e-7);
     assert!((f64::from(f[8]) - 0.5f64.cos()).abs() < 1e-7);
+}
+
+#[test]
+fn softmax_transpose_and_row_copies() {
+    let mut r = rng("softmax");
+    for mut gpu in gpus() {
+        // Rows shorter and longer than a workgroup, scores large enough that exp() would
+        // overflow without the running max; then rows split over bindings of 1 KiB (aligned
+        // ranges of whole rows: 64 rows of 40 floats are 10 KiB).
+        for (rows, cols, scale, limit) in [
+            (3, 5, 1.0, None),
+            (7, 300, 30.0, None),
+            (64, 40, 0.5, Some(1024)),
+        ] {
+            let full = gpu.limits.max_storage_buffer_binding_size;
+            if let Some(l) = limit {
+                gpu.limits.max_storage_buffer_binding_size = l;
+            }
+            let x = randn(&mut r, rows * cols, 4.0);
+            let xt = Tensor::from_f32(&gpu, &[rows, cols], &x).unwrap();
+            ops::softmax::softmax_rows(&gpu, &xt, scale).unwrap();
+            gpu.limits.max_storage_buffer_binding_size = full;
+            let want = cpu::softmax_rows(&x, cols, f64::from(scale));
+            let what = format!("softmax {rows}x{cols} scale {scale} binding {limit:?}");
+            // f32 rounds a score s by |s| 6e-8, which exp() turns into a relative error.
+            let largest = x
+                .iter()
+                .fold(0.0f64, |m, v| m.max(f64::from(*v * scale).abs()));
+            let tol = 1e-6 + 2e-8 * largest;
+            assert_close(&what, &gpu, &xt.to_vec(&gpu).unwrap(), &want, tol);
+        }
+        let (b, rr, c) = (2, 7, 5);
+        let x = randn(&mut r, b * rr * c, 1.0);
+        let y = ops::elementwise::affine(
+            &gpu,
+            &Tensor::from_f32(&gpu, &[b, rr, c], &x).unwrap(),
+            0.7,
+            -0.2,
+        )
+        .unwrap();
+        let want: Vec<f32> = x
+            .iter()
+            .map(|v| (0.7 * f64::from(*v) - 0.2) as f32)
+            .collect();
+        assert_close("affine", &gpu, &y.to_vec(&gpu).unwrap(), &want, F32_TOL);
+        let xt = Tensor::from_f32(&gpu, &[b, rr, c], &x).unwrap();
+        let t = ops::layout::transpose(&gpu, &xt).unwrap();
+        assert_eq!(t.shape(), [b, c, rr]);
+        let want = cpu::transpose(&x, b, rr, c);
+        assert_close("transpose", &gpu, &t.to_vec(&gpu).unwrap(), &want, 0.0);
+        // Rows 2..5 of a [6, 3, 4] tensor, and back into a poisoned one.
+        let x = randn(&mut r, 72, 1.0);
+        let xt = Tensor::from_f32(&gpu, &[6, 3, 4], &x).unwrap();
+        let part = ops::layout::take_rows(&gpu, &xt, 2..5).unwrap();
+        assert_close(
+            "take_rows",
+            &gpu,
+            &part.to_vec(&gpu).unwrap(),
+            &x[24..60],
+            0.0,
+        );
+        let dst = Tensor::empty(&gpu, &[4, 3, 4], DType::F32).unwrap();
+        ops::layout::put_rows(&gpu, &dst, 1, &part).unwrap();
+        let back = dst.to_vec(&gpu).unwrap();
+        assert_eq!(back[12..48], x[24..60]);
+        assert!(
+            back[..12].iter().all(|v| v.is_nan()),
+            "rows outside untouched"
+        );
+        assert!(ops::layout::put_rows(&gpu, &dst, 2, &part).is_err());
+        assert!(ops::layout::take_rows(&gpu, &xt, 4..7).is_err());
+    }
+}
+
+/// Single-head attention with a head dim past the fused kernels' (the VAE's, up to 512), as
+/// matmuls against activations used as matrices: S = q K^T, softmax, O = P V with V as [D, L].
+#[test]
+fn attention_from_matmuls_over_activation_matrices() {
+    let mut r = rng("attention_matmuls");
+    for gpu in gpus() {
+        for (lq, lk, d) in [(5, 9, 260), (37, 30, 8)] {
+            let q = randn(&mut r, lq * d, 1.0);
+            let k = randn(&mut r, lk * d, 1.0);
+            let v = randn(&mut r, lk * d, 1.0);
+            let vt = cpu::transpose(&v, 1, lk, d);
+            let scale = 1.0 / (d as f32).sqrt();
+            let qt = Tensor::from_f32(&gpu, &[lq, d], &q).unwrap();
+            let km = Matrix::from_tensor(Tensor::from_f32(&gpu, &[lk, d], &k).unwrap()).unwrap();
+            let vm = Matrix::from_tensor(Tensor::from_f32(&gpu, &[d, lk], &vt).unwrap()).unwrap();
+            let s = ops::matmul::linear(&gpu, &qt, &km, None, Act::None).unwrap();
+            ops::softmax::softmax_rows(&gpu, &s, scale).unwrap();
+            let o = ops::matmul::linear(&gpu, &s, &vm, None, Act::None).unwrap();
+            let kv: Vec<f32> = (0..lk)
+                .flat_map(|i| k[i * d..(i + 1) * d].iter().chain(&v[i * d..(i + 1) * d]))
+                .copied()
+                .collect();
+            let want = cpu::attention(
+                &cpu::Rows {
+                    data: &q,
+                    len: lq,
+                    stride: d,
+                },
+                0,
+                &[(
+                    &cpu::Rows {
+                        data: &kv,
+                        len: lk,
+                        stride: 2 * d,
+                    },
+                    0,
+                    d,
+                )],
+                1,
+                1,
+                d,
+                f64::from(scale),
+            );
+            let what = format!("attention from matmuls lq {lq} lk {lk} d {d}");
+            assert_close(&what, &gpu, &o.to_vec(&gpu).unwrap(), &want, 5e-6);
+        }
+        let t = Tensor::from_f32(&gpu, &[2, 2, 2], &[0.0; 8]).unwrap();
+        assert!(Matrix::from_tensor(t).is_err());
+    }
 }

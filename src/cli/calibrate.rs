@@ -5,16 +5,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::cli::{check_size, open_gpu};
+use crate::cli::prompts::EncoderArgs;
+use crate::cli::{check_size, open_gpu, open_vae};
 use crate::error::{Result, input};
 use crate::models::mmdit::{Mmdit, MmditConfig};
+use crate::models::vae::tiling::TilingMode;
+use crate::models::vae::{Parts, Vae};
 use crate::noiseshift::dataset::{Dataset, Expect};
+use crate::noiseshift::images::{self, ImagesRequest};
 use crate::noiseshift::search::{Engine, SearchConfig};
 use crate::noiseshift::table::{self, ModelInfo, Resolution, Schedule, Search, Table};
 use crate::noiseshift::{plot, velocity::MmditVelocity};
 use crate::progress::Progress;
 use crate::schedule::{DEFAULT_SHIFT, sd3_sigmas};
-use crate::weights::{Component, ModelPath, WeightSet};
+use crate::weights::{ConfigOverride, ModelPath, WeightSet};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -40,10 +44,30 @@ pub struct Args {
     /// A folder of PNG/JPEG images (resized and centre-cropped, encoded by the model's VAE).
     #[arg(long)]
     images: Option<PathBuf>,
-    /// Captions for --images: one line per image in name order, or `name<TAB>caption` lines.
+    /// Captions for --images: JSON lines {"file": NAME, "caption": TEXT} or NAME<TAB>TEXT
+    /// lines, encoded by the model's text encoders (images without one, or all without
+    /// --captions, take the empty prompt).
     #[arg(long, requires = "images")]
     captions: Option<PathBuf>,
-    /// Samples to use (default: all in the dataset).
+    /// Conditioning for --images instead of the text encoders: safetensors with prompt_embeds
+    /// and pooled_prompt_embeds, one shared row or one per image file in name order (optional
+    /// negative_* for guidance).
+    #[arg(long, requires = "images")]
+    embeds: Option<PathBuf>,
+    /// Sample the latent distribution of each image (seeded) instead of taking its mean.
+    #[arg(long, requires = "images")]
+    sample_latents: bool,
+    /// Encode --images in overlapping tiles: `auto` when the activations would not fit.
+    #[arg(long, value_enum, default_value = "auto")]
+    vae_tiling: TilingMode,
+    /// A config.json (transformer or VAE), or a diffusers folder whose transformer/ and vae/
+    /// configs (and text_encoder*/ configs and tokenizer*/ folders) are used, for single-file
+    /// checkpoints whose configuration cannot be inferred.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    encoders: EncoderArgs,
+    /// Samples to use (default: all in the dataset; for --images the first 200 usable).
     #[arg(long)]
     samples: Option<usize>,
     /// Seed of the noise (when the dataset has none) and of the bootstrap.
@@ -83,62 +107,6 @@ pub struct Args {
     /// Also draw sigma_hat against sigma and the per-step loss reduction into this PNG.
     #[arg(long)]
     plot: Option<PathBuf>,
-}
-
-const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
-
-/// Check an images folder and its captions, then refuse: encoding needs the VAE.
-fn images_unsupported(dir: &Path, captions: Option<&Path>, components: &[Component]) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| crate::error::Error::read(dir, e))?;
-    let mut images: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|x| x.to_str())
-                .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_lowercase().as_str()))
-        })
-        .collect();
-    images.sort();
-    if images.is_empty() {
-        return input(format!("{}: no PNG or JPEG images", dir.display()));
-    }
-    if let Some(path) = captions {
-        let text = std::fs::read_to_string(path).map_err(|e| crate::error::Error::read(path, e))?;
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        let named = lines.iter().all(|l| l.contains('\t'));
-        if !named && lines.len() != images.len() {
-            return input(format!(
-                "{} has {} captions for {} images in {}",
-                path.display(),
-                lines.len(),
-                images.len(),
-                dir.display()
-            ));
-        }
-        if named {
-            for line in &lines {
-                let name = line.split('\t').next().unwrap_or("");
-                if !images
-                    .iter()
-                    .any(|p| p.file_name().is_some_and(|f| f == name))
-                {
-                    return input(format!(
-                        "{}: caption for '{name}', which is not an image in {}",
-                        path.display(),
-                        dir.display()
-                    ));
-                }
-            }
-        }
-    }
-    if !components.contains(&Component::Vae) {
-        return input(
-            "--images needs the model's VAE (component 'vae'), which it lacks; use --dataset with encoded latents",
-        );
-    }
-    input(
-        "encoding --images needs the VAE and text encoders, which are not supported yet; use --dataset with encoded latents",
-    )
 }
 
 /// The search settings recorded in (and checked against) the table.
@@ -189,18 +157,13 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     };
     let path = ModelPath::resolve(model_path)?;
     let weights = WeightSet::open(&path.transformer_files)?;
-    let (config, _) = MmditConfig::resolve(&weights, path.config.as_ref())?;
+    let configs = ConfigOverride::read(args.config.as_deref())?;
+    let tconfig = configs.transformer.as_ref().or(path.config.as_ref());
+    let (config, _) = MmditConfig::resolve(&weights, tconfig)?;
     check_size(args.width, args.height, 8 * config.patch)?;
     if args.steps == 0 {
         return input("--steps must be at least 1");
     }
-    if let Some(dir) = &args.images {
-        return images_unsupported(dir, args.captions.as_deref(), &path.components(&weights));
-    }
-    let dataset_path = args
-        .dataset
-        .as_ref()
-        .expect("clap requires --dataset or --images");
     let shift = args.shift.or(path.scheduler_shift).unwrap_or(DEFAULT_SHIFT);
     if !(shift > 0.0 && shift.is_finite()) {
         return input(format!("--shift must be a positive number, got {shift}"));
@@ -212,7 +175,54 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         joint_dim: config.joint_attention_dim,
         pooled_dim: config.pooled_dim,
     };
-    let data = Dataset::load(dataset_path, args.samples, args.seed, &expect)?;
+    let gpu = open_gpu(device, false)?;
+    let data = match (&args.dataset, &args.images) {
+        (Some(file), _) => Dataset::load(file, args.samples, args.seed, &expect)?,
+        (None, Some(dir)) => {
+            // The folder and its captions are checked before the VAE is looked for.
+            let files = images::list(dir)?;
+            if let Some(c) = &args.captions {
+                images::read_captions(c, &files)?;
+            }
+            let source = open_vae(&path, configs.vae.as_ref(), config.in_channels)?;
+            let vae = Vae::load(
+                &gpu,
+                &source.weights,
+                &source.keys,
+                source.config,
+                Parts::Encoder,
+            )?;
+            // Captions (or the empty prompt) through the text encoders, unless --embeds.
+            let encoder = match &args.embeds {
+                Some(_) => None,
+                None => Some(args.encoders.prompt_encoder(
+                    &gpu,
+                    &path,
+                    args.config.as_deref().filter(|p| p.is_dir()),
+                    &weights,
+                    &config,
+                )?),
+            };
+            let req = ImagesRequest {
+                dir,
+                captions: args.captions.as_deref(),
+                embeds: args.embeds.as_deref(),
+                samples: args.samples,
+                width: args.width,
+                height: args.height,
+                seed: args.seed,
+                sample_latents: args.sample_latents,
+                tiling: args.vae_tiling,
+                encoder: encoder.as_ref(),
+                negative: args.guidance > 1.0,
+            };
+            let data = images::dataset(&gpu, &vae, &req)?;
+            data.check(&expect)?;
+            gpu.trim_memory();
+            data
+        }
+        (None, None) => unreachable!("clap requires --dataset or --images"),
+    };
     let guidance = if args.guidance > 1.0 {
         let Some((e, p)) = data.negative.clone() else {
             return input(
@@ -233,7 +243,6 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     let sigmas = sd3_sigmas(args.steps, shift);
     let samples = data.x0.shape[0];
 
-    let gpu = open_gpu(device, false)?;
     let mut table = Table {
         format: table::FORMAT.into(),
         model: ModelInfo {
@@ -271,7 +280,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     }
 
     eprintln!("loading {} on {}", path.path.display(), gpu.adapter.label());
-    let model = Mmdit::load(&gpu, &weights, path.config.as_ref())?;
+    let model = Mmdit::load(&gpu, &weights, tconfig)?;
     let velocity = MmditVelocity::new(&model, data.embeds, data.pooled, guidance);
     let batch = args
         .batch

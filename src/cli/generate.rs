@@ -1,22 +1,24 @@
 //! `noiseshift generate`: the Euler sampler over an SD3/SD3.5 transformer, from given or seeded
 //! latents and a prompt (through the model's text encoders) or given embeddings, optionally with
-//! a NoiseShift calibration table.
+//! a NoiseShift calibration table, then the VAE decoder and PNGs.
 
 use std::path::{Path, PathBuf};
 
-use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
-
 use crate::cli::prompts::TextArgs;
-use crate::cli::{check_size, open_gpu, profile};
+use crate::cli::{check_size, open_gpu, open_vae};
 use crate::error::{Result, input};
+use crate::images::metadata::Metadata;
+use crate::images::output::{self, check_out};
 use crate::models::mmdit::Mmdit;
+use crate::models::vae::tiling::{self, TilingMode};
+use crate::models::vae::{Parts, Vae};
+use crate::noise::seeded_noise;
 use crate::noiseshift::table::{self, Request, Resolution, Table};
 use crate::progress::Progress;
 use crate::sampler::{Plan, sample};
 use crate::schedule::{DEFAULT_SHIFT, sd3_sigmas};
-use crate::tensor_file::{self, HostTensor};
-use crate::weights::{Component, ModelPath, WeightSet};
+use crate::tensor_file;
+use crate::weights::{Component, ConfigOverride, ModelPath, WeightSet};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,11 +27,6 @@ pub struct Args {
     model: Option<PathBuf>,
     #[command(flatten)]
     text: TextArgs,
-    /// For a single-file checkpoint: a config.json, or a diffusers pipeline folder whose
-    /// transformer/config.json, text_encoder*/config.json and tokenizer*/ serve it (what tensor
-    /// shapes cannot tell, such as head counts; a single file carries no tokenizers).
-    #[arg(long)]
-    config: Option<PathBuf>,
     /// Starting latents (safetensors: latents [B, C, h, w]); default: Gaussian noise from --seed.
     #[arg(long, conflicts_with = "seed")]
     latents: Option<PathBuf>,
@@ -58,9 +55,22 @@ pub struct Args {
     /// Write the final latents here (safetensors, key `latents`).
     #[arg(long)]
     output_latents: Option<PathBuf>,
-    /// Decode with the model's VAE and write a PNG.
+    /// Decode with the model's VAE and write a PNG (FILE-0.png .. FILE-(N-1).png for a batch
+    /// of N), carrying the parameters as text chunks and an A1111-style `parameters` chunk.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also write a contact sheet of the batch as FILE-grid.png.
+    #[arg(long, requires = "out")]
+    grid: bool,
+    /// Decode in overlapping tiles: `auto` when the activations would not fit the device.
+    #[arg(long, value_enum, default_value = "auto")]
+    vae_tiling: TilingMode,
+    /// A config.json (transformer or VAE), or a diffusers folder whose transformer/ and vae/
+    /// configs (and text_encoder*/ configs and tokenizer*/ folders: a single file carries no
+    /// tokenizers) are used, for single-file checkpoints whose configuration cannot be
+    /// inferred.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// NoiseShift calibration: a table file, `auto` (a matching table under calibrations/ in
     /// the working directory or beside the model) or `none`.
     #[arg(long, default_value = "auto")]
@@ -77,23 +87,15 @@ pub struct Args {
     trace: Option<PathBuf>,
 }
 
-/// Standard Gaussian values of `shape` from a seed.
-pub fn seeded_noise(seed: u64, shape: &[usize]) -> HostTensor {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let data = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
-    HostTensor::new(shape.to_vec(), data)
-}
-
 /// Refuse what needs components this model (or this version) does not have, naming them.
 fn check_components(args: &Args, components: &[Component]) -> Result<()> {
-    if args.out.is_some() {
+    if let Some(out) = &args.out {
+        check_out(out)?;
         if !components.contains(&Component::Vae) {
             return input(
                 "--out needs the model's VAE (component 'vae'), which it lacks; use --output-latents FILE",
             );
         }
-        return input("VAE decoding is not supported yet; use --output-latents FILE");
     }
     Ok(())
 }
@@ -120,11 +122,15 @@ fn auto_tables(path: &ModelPath, res: Resolution, steps: usize) -> Vec<PathBuf> 
 }
 
 /// The conditioning levels: the sigmas themselves, or a calibration table's sigma_hat.
-fn calibration_levels(args: &Args, path: &ModelPath, req: &Request<'_>) -> Result<Vec<f64>> {
+fn calibration_levels(
+    args: &Args,
+    path: &ModelPath,
+    req: &Request<'_>,
+) -> Result<(Vec<f64>, Option<PathBuf>)> {
     let steps = req.sigmas.len() - 1;
     let uncalibrated = req.sigmas[..steps].to_vec();
     match args.calibration.as_str() {
-        "none" => Ok(uncalibrated),
+        "none" => Ok((uncalibrated, None)),
         "auto" => {
             for candidate in auto_tables(path, req.resolution, steps) {
                 let found = Table::read(&candidate)
@@ -135,7 +141,7 @@ fn calibration_levels(args: &Args, path: &ModelPath, req: &Request<'_>) -> Resul
                             "calibration: {}",
                             note.unwrap_or_else(|| candidate.display().to_string())
                         );
-                        return Ok(levels);
+                        return Ok((levels, Some(candidate)));
                     }
                     Err(e) => eprintln!("calibration: ignoring {}: {e}", candidate.display()),
                 }
@@ -144,7 +150,7 @@ fn calibration_levels(args: &Args, path: &ModelPath, req: &Request<'_>) -> Resul
                 "calibration: no table for {}x{} at {steps} steps; sampling uncalibrated (see `noiseshift calibrate`)",
                 req.resolution.width, req.resolution.height
             );
-            Ok(uncalibrated)
+            Ok((uncalibrated, None))
         }
         file => {
             let file = Path::new(file);
@@ -154,7 +160,7 @@ fn calibration_levels(args: &Args, path: &ModelPath, req: &Request<'_>) -> Resul
                 "calibration: {}",
                 note.unwrap_or_else(|| file.display().to_string())
             );
-            Ok(levels)
+            Ok((levels, Some(file.to_path_buf())))
         }
     }
 }
@@ -163,23 +169,29 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     let Some(model_path) = &args.model else {
         return input("no model given: pass --model MODEL (or set NOISESHIFT_MODEL)");
     };
-    let mut path = ModelPath::resolve(model_path)?;
-    if let Some(config) = &args.config {
-        path.apply_config(config)?;
-    }
+    let path = ModelPath::resolve(model_path)?;
     let weights = WeightSet::open(&path.transformer_files)?;
     check_components(&args, &path.components(&weights))?;
     args.text.check()?;
-    if args.output_latents.is_none() && args.text.output_embeds.is_none() {
-        return input("nothing to write: pass --output-latents FILE (or --output-embeds FILE)");
+    if args.output_latents.is_none() && args.out.is_none() && args.text.output_embeds.is_none() {
+        return input(
+            "nothing to write: pass --out FILE.png, --output-latents FILE or --output-embeds FILE",
+        );
     }
+    let configs = ConfigOverride::read(args.config.as_deref())?;
+    let tconfig = configs.transformer.as_ref().or(path.config.as_ref());
     if args.steps == 0 {
         return input("--steps must be at least 1");
     }
     if args.batch == 0 {
         return input("--batch must be at least 1");
     }
-    let (config, _) = crate::models::mmdit::MmditConfig::resolve(&weights, path.config.as_ref())?;
+    let (config, _) = crate::models::mmdit::MmditConfig::resolve(&weights, tconfig)?;
+    // The VAE is checked against the transformer before any sampling.
+    let vae = match &args.out {
+        Some(_) => Some(open_vae(&path, configs.vae.as_ref(), config.in_channels)?),
+        None => None,
+    };
     let multiple = 8 * config.patch;
 
     let latents = match &args.latents {
@@ -228,26 +240,22 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         sigmas: &sigmas,
         shift,
     };
-    let levels = calibration_levels(&args, &path, &request)?;
+    let (levels, table) = calibration_levels(&args, &path, &request)?;
 
     let gpu = open_gpu(device, args.profile || args.trace.is_some())?;
     let batch = latents.shape[0];
     let guided = args.guidance > 1.0;
     // The text encoders run (and free their weights) before the transformer loads.
-    let host = args.text.host_prompts(
-        &gpu,
-        &path,
-        args.config.as_deref(),
-        &weights,
-        &config,
-        guided,
-    )?;
-    let Some(output) = &args.output_latents else {
+    let config_root = args.config.as_deref().filter(|p| p.is_dir());
+    let host = args
+        .text
+        .host_prompts(&gpu, &path, config_root, &weights, &config, guided)?;
+    if args.output_latents.is_none() && args.out.is_none() {
         return Ok(());
-    };
+    }
     let prompts = host.upload(&gpu, batch)?;
     eprintln!("loading {} on {}", path.path.display(), gpu.adapter.label());
-    let model = Mmdit::load(&gpu, &weights, path.config.as_ref())?;
+    let model = Mmdit::load(&gpu, &weights, tconfig)?;
     model.check_latents(&latents.shape)?;
     let x0 = latents.upload(&gpu)?;
     let mut progress = Progress::new("sampling", args.steps as u64);
@@ -263,18 +271,62 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     })?;
     progress.finish();
     let result = tensor_file::download(&gpu, &out)?;
-    tensor_file::write(output, &[("latents", &result)])?;
-    eprintln!(
-        "wrote {} ({} x {:?}) after {} steps in {:.1} s (shift {shift}, guidance {})",
-        output.display(),
-        batch,
-        &result.shape[1..],
-        args.steps,
-        progress.elapsed(),
-        args.guidance
-    );
+    drop((out, x0, prompts, model));
+    gpu.trim_memory();
+    if let Some(output) = &args.output_latents {
+        tensor_file::write(output, &[("latents", &result)])?;
+        eprintln!(
+            "wrote {} ({} x {:?}) after {} steps in {:.1} s (shift {shift}, guidance {})",
+            output.display(),
+            batch,
+            &result.shape[1..],
+            args.steps,
+            progress.elapsed(),
+            args.guidance
+        );
+    }
+    if let (Some(out), Some(source)) = (&args.out, vae) {
+        let vae = Vae::load(
+            &gpu,
+            &source.weights,
+            &source.keys,
+            source.config,
+            Parts::Decoder,
+        )?;
+        let images = tiling::decode_planned(&gpu, &vae, &result, args.vae_tiling)?;
+        let meta = Metadata {
+            prompt: args.text.prompt.clone().unwrap_or_default(),
+            negative_prompt: args.text.negative_prompt.clone().unwrap_or_default(),
+            seed: match &args.latents {
+                Some(_) => None,
+                None => Some(args.seed.unwrap_or(0)),
+            },
+            source: args
+                .latents
+                .as_ref()
+                .map(|p| format!("latents {}", p.display()))
+                .or_else(|| {
+                    args.text
+                        .embeds
+                        .as_ref()
+                        .map(|p| format!("embeds {}", p.display()))
+                }),
+            steps: args.steps,
+            guidance: args.guidance,
+            shift,
+            width: resolution.width,
+            height: resolution.height,
+            model: path.name(),
+            fingerprint: weights.fingerprint(),
+            calibration: table,
+        };
+        let written = output::write_all(out, &images, args.grid, &|r| meta.chunks(r))?;
+        for p in written {
+            eprintln!("wrote {}", p.display());
+        }
+    }
     if args.profile || args.trace.is_some() {
-        profile::report_run(&gpu, args.profile, args.trace.as_deref())?;
+        crate::profiling::report_run(&gpu, args.profile, args.trace.as_deref())?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use noiseshift_kernels::{Gpu, GpuOptions};
 use crate::error::{Result, input};
 
 pub mod calibrate;
+pub mod decode;
 pub mod devices;
 pub mod generate;
 pub mod inspect;
@@ -35,8 +36,10 @@ pub enum Command {
     Devices(devices::Args),
     /// Describe a model: family, configuration, dtypes, parameters, components.
     Inspect(inspect::Args),
-    /// Sample latents (and, later, images) from a prompt with the flow-matching Euler sampler.
+    /// Sample latents and images from a prompt with the flow-matching Euler sampler.
     Generate(generate::Args),
+    /// Decode a latents file with a model's VAE into PNG images.
+    Decode(decode::Args),
     /// Find NoiseShift's recalibrated noise levels for a model at one resolution.
     Calibrate(calibrate::Args),
     /// Time every kernel at representative model shapes, against the device's measured ceilings.
@@ -66,12 +69,39 @@ pub(crate) fn check_size(width: usize, height: usize, multiple: usize) -> Result
     Ok(())
 }
 
+/// The VAE of `path` (its folder's vae/, or the single file's), checked against a
+/// transformer taking `channels` latent channels at /8.
+pub(crate) fn open_vae(
+    path: &crate::weights::ModelPath,
+    config: Option<&serde_json::Value>,
+    channels: usize,
+) -> Result<crate::models::vae::locate::VaeSource> {
+    let source = crate::models::vae::locate::VaeSource::open(&path.path, config)?;
+    let c = &source.config;
+    if c.latent_channels != channels {
+        return input(format!(
+            "the VAE in {} has {} latent channels, the transformer {channels}",
+            source.path.display(),
+            c.latent_channels
+        ));
+    }
+    if c.factor() != 8 {
+        return input(format!(
+            "the VAE in {} scales by {}, the transformer's latents by 8",
+            source.path.display(),
+            c.factor()
+        ));
+    }
+    Ok(source)
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     let device = cli.device.as_deref();
     match cli.command {
         Command::Devices(a) => devices::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Generate(a) => generate::run(a, device),
+        Command::Decode(a) => decode::run(a, device),
         Command::Calibrate(a) => calibrate::run(a, device),
         Command::Profile(a) => profile::run(a, device),
     }

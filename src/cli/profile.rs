@@ -3,16 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use noiseshift_kernels::profile::{self as prof, KernelSummary, Timing};
+use noiseshift_kernels::Gpu;
 use noiseshift_kernels::suite::{self, SuiteShape};
-use noiseshift_kernels::{Gpu, ceilings};
 use serde_json::json;
 
-use crate::cli::generate::seeded_noise;
 use crate::cli::{check_size, open_gpu};
-use crate::error::{Error, Result, input};
+use crate::error::{Result, input};
 use crate::models::mmdit::{Mmdit, MmditConfig, TextConditioning};
-use crate::tensor_file::write_atomic;
+use crate::noise::seeded_noise;
+use crate::profiling::{report_run, summarize};
 use crate::weights::{ModelPath, WeightSet};
 
 #[derive(clap::Args)]
@@ -99,46 +98,4 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         return Ok(());
     }
     report_run(&gpu, true, args.trace.as_deref())
-}
-
-/// Per-kernel summaries of everything the profiler recorded, with ceilings measured now.
-fn summarize(
-    gpu: &Gpu,
-    trace: Option<&Path>,
-) -> Result<(Vec<KernelSummary>, prof::Ceilings, Timing)> {
-    gpu.finish()?;
-    let records = gpu.profiler().take_records();
-    let timing = gpu.profiler().timing();
-    if let Some(path) = trace {
-        let text = serde_json::to_string(&prof::chrome_trace(&records))
-            .map_err(|e| Error::Failure(e.to_string()))?;
-        write_atomic(path, text.as_bytes())?;
-        eprintln!(
-            "wrote trace {} ({} dispatches)",
-            path.display(),
-            records.len()
-        );
-    }
-    let ceilings = ceilings::measure(gpu)?;
-    Ok((prof::summarize(&records, ceilings), ceilings, timing))
-}
-
-/// Print the per-kernel table of what the profiler recorded (and write the trace).
-pub fn report_run(gpu: &Gpu, table: bool, trace: Option<&Path>) -> Result<()> {
-    let (summaries, ceilings, timing) = summarize(gpu, trace)?;
-    if table {
-        let how = match timing {
-            Timing::Timestamps => "GPU timestamp queries",
-            Timing::WallClock => {
-                "wall time per dispatch (no timestamp queries, or untrusted ones on a software adapter)"
-            }
-        };
-        println!("{} — times from {how}", gpu.adapter.label());
-        println!(
-            "ceilings measured now: {:.1} GFLOP/s (FMA kernel), {:.1} GB/s (copy kernel)",
-            ceilings.gflops, ceilings.gbps
-        );
-        print!("{}", prof::table(&summaries));
-    }
-    Ok(())
 }

@@ -12,7 +12,7 @@ use crate::models::stream::Offload;
 use crate::sampler::Prompts;
 use crate::tensor_file::{self, HostTensor};
 use crate::text::encoders::RunOptions;
-use crate::text::sd3::{PromptEmbeds, Sd3Encoders, encode_prompts};
+use crate::text::sd3::{PromptEmbeds, PromptEncoder};
 use crate::weights::{ModelPath, WeightSet};
 
 /// diffusers' limit on T5 tokens for SD3.
@@ -34,6 +34,13 @@ pub struct TextArgs {
     /// Write the embeddings computed from --prompt here (the --embeds format), to reproduce a run.
     #[arg(long)]
     pub output_embeds: Option<PathBuf>,
+    #[command(flatten)]
+    pub encoders: EncoderArgs,
+}
+
+/// How the text encoders run (`generate --prompt`, `calibrate --images` captions).
+#[derive(clap::Args, Clone)]
+pub struct EncoderArgs {
     /// T5 tokens (1 to 512; diffusers' SD3 default 256). Longer prompts are truncated with a
     /// warning.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=MAX_T5_TOKENS as u64))]
@@ -48,6 +55,26 @@ pub struct TextArgs {
     /// encoder is freed before the next model loads either way.
     #[arg(long, value_enum, default_value_t = Offload::Auto)]
     pub offload: Offload,
+}
+
+impl EncoderArgs {
+    /// The encoders of `model` (`config_root`: `--config`, which gives a single file its
+    /// tokenizers), saying whether T5 takes part.
+    pub fn prompt_encoder<'a>(
+        &self,
+        gpu: &'a Gpu,
+        model: &ModelPath,
+        config_root: Option<&Path>,
+        weights: &WeightSet,
+        config: &MmditConfig,
+    ) -> Result<PromptEncoder<'a>> {
+        let opts = RunOptions {
+            t5_length: self.max_sequence_length as usize,
+            offload: self.offload,
+            device_memory: device_memory(gpu)?,
+        };
+        PromptEncoder::new(gpu, model, config_root, weights, config, self.no_t5, opts)
+    }
 }
 
 /// Conditional and (for guidance) unconditional embeddings, one row each or one per latent row.
@@ -180,48 +207,15 @@ impl TextArgs {
             return read_embeds(path, guided);
         }
         let prompt = self.prompt.as_deref().unwrap_or_default();
-        let single =
-            (model.layout == crate::weights::discover::Layout::SingleFile).then_some(weights);
-        let encoders = Sd3Encoders::locate(model, single, config_root)?;
-        let use_t5 = match (&encoders.t5, self.no_t5) {
-            (None, _) => {
-                eprintln!(
-                    "text: the model has no T5 encoder; its tokens are zeros, as diffusers does"
-                );
-                false
-            }
-            (Some(_), true) => {
-                eprintln!(
-                    "text: --no-t5: T5 tokens are zeros, as diffusers does without text_encoder_3"
-                );
-                false
-            }
-            (Some(_), false) => true,
-        };
         let negative = self.negative_prompt.as_deref().unwrap_or("");
         let mut prompts = vec![prompt];
         if guided {
             prompts.push(negative);
         }
-        let opts = RunOptions {
-            t5_length: self.max_sequence_length as usize,
-            offload: self.offload,
-            device_memory: device_memory(gpu)?,
-        };
-        let all = encode_prompts(
-            gpu,
-            &encoders,
-            &prompts,
-            config.joint_attention_dim,
-            use_t5,
-            opts,
-        )?;
-        if all.pooled.shape[1] != config.pooled_dim {
-            return input(format!(
-                "the CLIP encoders' pooled widths add up to {}, but the transformer takes {}",
-                all.pooled.shape[1], config.pooled_dim
-            ));
-        }
+        let all = self
+            .encoders
+            .prompt_encoder(gpu, model, config_root, weights, config)?
+            .encode(&prompts)?;
         let host = HostPrompts {
             cond: all.rows(0..1),
             uncond: guided.then(|| all.rows(1..2)),

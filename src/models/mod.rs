@@ -6,5 +6,6 @@ pub mod linear;
 pub mod mmdit;
 pub mod stream;
 pub mod t5;
+pub mod vae;
 
 pub use linear::Linear;

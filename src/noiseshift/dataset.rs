@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use crate::cli::generate::seeded_noise;
 use crate::error::{Result, input};
+use crate::noise::seeded_noise;
 use crate::tensor_file::{self, HostTensor};
 
 pub struct Dataset {
@@ -55,6 +55,33 @@ fn check_text(
 }
 
 impl Dataset {
+    /// Check data built elsewhere (an images folder) against the model, as `load` does.
+    pub fn check(&self, expect: &Expect) -> Result<()> {
+        let here = Path::new("the images' embeddings");
+        let n = self.x0.shape[0];
+        check_text(here, "prompt_embeds", &self.embeds, n, 3, expect.joint_dim)?;
+        check_text(
+            here,
+            "pooled_prompt_embeds",
+            &self.pooled,
+            n,
+            2,
+            expect.pooled_dim,
+        )?;
+        if let Some((e, p)) = &self.negative {
+            check_text(here, "negative_prompt_embeds", e, n, 3, expect.joint_dim)?;
+            check_text(
+                here,
+                "negative_pooled_prompt_embeds",
+                p,
+                n,
+                2,
+                expect.pooled_dim,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Load `path`, keeping the first `samples` samples (all when None).
     pub fn load(
         path: &Path,

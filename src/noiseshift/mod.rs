@@ -4,6 +4,7 @@
 
 pub mod dataset;
 pub mod grid;
+pub mod images;
 pub mod plot;
 pub mod search;
 pub mod table;

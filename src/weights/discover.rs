@@ -201,25 +201,6 @@ impl ModelPath {
         ))
     }
 
-    /// `--config PATH` for a single file, as diffusers' `from_single_file(config=...)`: the
-    /// transformer's config.json (PATH itself, or PATH/transformer/config.json in a pipeline
-    /// folder) replaces inference from tensor shapes.
-    pub fn apply_config(&mut self, path: &Path) -> Result<()> {
-        let file = if path.is_dir() {
-            path.join("transformer").join("config.json")
-        } else {
-            path.to_path_buf()
-        };
-        if !file.is_file() {
-            return input(format!(
-                "--config {}: expected a config.json or a diffusers folder with transformer/config.json",
-                path.display()
-            ));
-        }
-        self.config = Some(read_json(&file)?);
-        Ok(())
-    }
-
     /// The components this path holds; single files are judged by their key prefixes.
     pub fn components(&self, weights: &WeightSet) -> Vec<Component> {
         if self.layout != Layout::SingleFile {
@@ -255,5 +236,61 @@ impl ModelPath {
         };
         stem.map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into())
+    }
+}
+
+/// `--config PATH`: a config.json (a transformer's, or a VAE's by its `_class_name`
+/// AutoencoderKL), or a diffusers folder whose transformer/config.json and vae/config.json
+/// are used, as diffusers' `from_single_file(config=...)` does.
+#[derive(Default)]
+pub struct ConfigOverride {
+    pub transformer: Option<serde_json::Value>,
+    pub vae: Option<serde_json::Value>,
+}
+
+impl ConfigOverride {
+    pub fn read(path: Option<&Path>) -> Result<ConfigOverride> {
+        let Some(path) = path else {
+            return Ok(ConfigOverride::default());
+        };
+        if !path.exists() {
+            return input(format!("--config {} does not exist", path.display()));
+        }
+        let is_vae = |j: &serde_json::Value| {
+            j.get("_class_name").and_then(|v| v.as_str()) == Some("AutoencoderKL")
+        };
+        if path.is_file() {
+            let json = read_json(path)?;
+            return Ok(if is_vae(&json) {
+                ConfigOverride {
+                    transformer: None,
+                    vae: Some(json),
+                }
+            } else {
+                ConfigOverride {
+                    transformer: Some(json),
+                    vae: None,
+                }
+            });
+        }
+        let part = |name: &str| -> Result<Option<serde_json::Value>> {
+            let p = path.join(name).join("config.json");
+            if p.exists() {
+                read_json(&p).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let out = ConfigOverride {
+            transformer: part("transformer")?,
+            vae: part("vae")?,
+        };
+        if out.transformer.is_none() && out.vae.is_none() {
+            return input(format!(
+                "--config {}: no transformer/config.json or vae/config.json inside",
+                path.display()
+            ));
+        }
+        Ok(out)
     }
 }

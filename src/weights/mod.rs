@@ -3,5 +3,5 @@
 pub mod discover;
 pub mod file;
 
-pub use discover::{Component, ModelPath};
+pub use discover::{Component, ConfigOverride, ModelPath};
 pub use file::{TensorRef, WeightSet};

@@ -67,3 +67,27 @@ pub fn assert_max_rel(what: &str, ours: &[f32], reference: &[f32], tol: f64) -> 
     assert!(rel <= tol, "{what}: error {rel:.2e} > {tol:.0e}");
     rel
 }
+
+/// RGB bytes and text chunks of a PNG.
+pub fn read_png(path: &Path) -> (Vec<u8>, std::collections::HashMap<String, String>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    let meta = reader.info();
+    let mut text: std::collections::HashMap<String, String> = meta
+        .uncompressed_latin1_text
+        .iter()
+        .map(|c| (c.keyword.clone(), c.text.clone()))
+        .collect();
+    for c in &meta.utf8_text {
+        text.insert(c.keyword.clone(), c.get_text().unwrap());
+    }
+    (buf, text)
+}
+
+pub fn max_level_difference(a: &[u8], b: &[u8]) -> u8 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap()
+}

@@ -44,6 +44,21 @@ pub fn mul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(gpu, "mul", 1, a, b)
 }
 
+/// a x + b element-wise, into a new tensor.
+pub fn affine(gpu: &Gpu, x: &Tensor, a: f32, b: f32) -> Result<Tensor> {
+    expect_f32("affine", "input", x)?;
+    let n = x.numel();
+    let out = Tensor::empty(gpu, x.shape(), DType::F32)?;
+    gpu.dispatch(
+        &Kernel::new("affine", &["common.wgsl", "affine.wgsl"]),
+        words(&[n as u32, a.to_bits(), b.to_bits()]),
+        &[x.bind("x"), out.bind("out")],
+        grid_flat(gpu, n),
+        Cost::new(2.0 * n as f64, 8.0 * n as f64),
+    )?;
+    Ok(out)
+}
+
 /// The tensor as f32: f16/bf16 are widened on the device (so small weights such as biases are
 /// uploaded in their stored dtype and converted there, with no host-side copy).
 pub fn to_f32(gpu: &Gpu, t: &Tensor) -> Result<Tensor> {

@@ -304,3 +304,78 @@ pub fn gather_batch(gpu: &Gpu, x: &Tensor, indices: &[usize]) -> Result<Tensor> 
     }
     Ok(out)
 }
+
+/// [B, R, C] -> [B, C, R]: NCHW planes ([B, C, H*W]) to token rows ([B, H*W, C]) and back.
+pub fn transpose(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "transpose";
+    expect_f32(OP, "input", x)?;
+    let [b, r, c] = *x.shape() else {
+        return shape_err(OP, format!("input must be [B, R, C], got {:?}", x.shape()));
+    };
+    let y = Tensor::empty(gpu, &[b, c, r], DType::F32)?;
+    let n = x.numel();
+    gpu.dispatch(
+        &Kernel::new(OP, &["common.wgsl", "transpose.wgsl"]),
+        words(&[n as u32, r as u32, c as u32]),
+        &[x.bind("x"), y.bind("y")],
+        grid_flat(gpu, n),
+        Cost::new(0.0, 8.0 * n as f64),
+    )?;
+    Ok(y)
+}
+
+/// Rows `range` of the first dimension of x, copied into a new tensor (one buffer copy).
+pub fn take_rows(gpu: &Gpu, x: &Tensor, range: std::ops::Range<usize>) -> Result<Tensor> {
+    const OP: &str = "take_rows";
+    expect_f32(OP, "input", x)?;
+    let rows = x.shape().first().copied().unwrap_or(0);
+    if range.start > range.end || range.end > rows {
+        return shape_err(OP, format!("rows {range:?} of {:?}", x.shape()));
+    }
+    let row_bytes = (x.numel() / rows.max(1) * 4) as u64;
+    let mut shape = x.shape().to_vec();
+    shape[0] = range.len();
+    let out = Tensor::empty(gpu, &shape, DType::F32)?;
+    if !range.is_empty() {
+        gpu.copy(
+            x.buffer(),
+            range.start as u64 * row_bytes,
+            out.buffer(),
+            0,
+            range.len() as u64 * row_bytes,
+        );
+    }
+    Ok(out)
+}
+
+/// Copy all rows of `src` into `dst` from row `first` on (rows of the first dimension, same
+/// trailing dims): the inverse of [`take_rows`].
+pub fn put_rows(gpu: &Gpu, dst: &Tensor, first: usize, src: &Tensor) -> Result<()> {
+    const OP: &str = "put_rows";
+    expect_f32(OP, "destination", dst)?;
+    expect_f32(OP, "source", src)?;
+    let (Some(&rows), Some(&n)) = (dst.shape().first(), src.shape().first()) else {
+        return shape_err(OP, "scalars have no rows");
+    };
+    if dst.shape()[1..] != src.shape()[1..] || first + n > rows {
+        return shape_err(
+            OP,
+            format!(
+                "{:?} does not fit into {:?} at row {first}",
+                src.shape(),
+                dst.shape()
+            ),
+        );
+    }
+    let row_bytes = (dst.numel() / rows.max(1) * 4) as u64;
+    if n > 0 {
+        gpu.copy(
+            src.buffer(),
+            0,
+            dst.buffer(),
+            first as u64 * row_bytes,
+            n as u64 * row_bytes,
+        );
+    }
+    Ok(())
+}

@@ -3,11 +3,11 @@
 //! into the epilogue.
 //!
 //! Variants, chosen by the matrix's layout and K:
-//! - texture matrices (software adapters), by [`TextureLinear`] (`Caps::texture_linear`): x is
+//! - texture matrices (software adapters), by [`TextureLinear`] (a [`Variant`]): x is
 //!   packed into a texture and both operands are read with `textureLoad`, which llvmpipe
 //!   vectorises; `linear_texture_subgroup` where subgroups are 8 wide, else `linear_texture`,
 //!   each in its `_k8` form (eight k per loop step) when K is a multiple of 8;
-//! - buffer matrices elsewhere, by [`BufferLinear`] (`Caps::buffer_linear`): `linear_tiled`
+//! - buffer matrices elsewhere, by [`BufferLinear`] (a [`Variant`]): `linear_tiled`
 //!   or `linear_tiled_wide` by size (operands staged in workgroup memory) on hardware GPUs,
 //!   `linear` (register-blocked, operands straight from the buffers) on software adapters,
 //!   `linear_coop` (cooperative matrices, f16 operands) where asked for;
@@ -15,6 +15,7 @@
 
 use serde::Serialize;
 
+use crate::caps::{Caps, Variant};
 use crate::context::{Bind, Gpu};
 use crate::error::{KernelError, Result};
 use crate::matrix::{Matrix, Store};
@@ -94,6 +95,30 @@ pub enum BufferLinear {
 /// Workgroups of 128 x 128 from which `BufferLinear::Auto` takes the wide kernel: about two
 /// per streaming multiprocessor of an H100/H200 (132).
 const WIDE_MIN_GROUPS: usize = 256;
+
+impl Variant for BufferLinear {
+    /// Shared memory is what hardware GPUs feed their ALUs from; llvmpipe scalarises
+    /// workgroup-memory loads, so it keeps the register-blocked kernel.
+    fn for_caps(caps: &Caps) -> Self {
+        if caps.software {
+            BufferLinear::Blocked
+        } else {
+            BufferLinear::Auto
+        }
+    }
+}
+
+impl Variant for TextureLinear {
+    /// llvmpipe (8 lanes on 256-bit vectors): up to 1.3x the per-lane kernel's speed, never
+    /// clearly slower (BENCHMARKS.md).
+    fn for_caps(caps: &Caps) -> Self {
+        if caps.subgroup_width == Some(8) {
+            TextureLinear::Subgroup
+        } else {
+            TextureLinear::Lanes
+        }
+    }
+}
 
 impl BufferLinear {
     /// The kernel that runs an m x n product (`Auto` resolved by size).
@@ -190,7 +215,7 @@ fn step_k(k: usize) -> usize {
 /// The texture kernel for weights of `dtype` taking `step` k per loop step, ending in `act`,
 /// writing rows or (`nchw`) convolution pixels.
 fn texture_kernel(gpu: &Gpu, dtype: DType, step: usize, act: Act, nchw: bool) -> Result<Kernel> {
-    let variant = gpu.caps.texture_linear;
+    let variant = gpu.variant::<TextureLinear>();
     if variant == TextureLinear::Subgroup {
         expect_subgroups_of_8(gpu, "texture matmul")?;
     }
@@ -243,7 +268,7 @@ pub(crate) fn dispatch_texture(
     let (n, k) = (w.rows(), w.cols());
     let step = step_k(k);
     let kernel = texture_kernel(gpu, w.dtype(), step, act, out.pix > 0)?;
-    let (tile_n, tile_m) = gpu.caps.texture_linear.tile();
+    let (tile_n, tile_m) = gpu.variant::<TextureLinear>().tile();
     for chunk in chunks {
         let nc = chunk.rows.len();
         let b_bind = bias.map_or_else(|| gpu.unused(), |b| b.bind("bias"));
@@ -349,7 +374,7 @@ fn linear_buffer(
     let row_chunks = chunks("linear input/output rows", m, row_items, limit, align)?;
     let col_chunks = chunks("linear weight rows", n, &[k as u64 * wsize], limit, align)?;
     let vec4 = k % 4 == 0;
-    let variant = gpu.caps.buffer_linear.resolve(m, n);
+    let variant = gpu.variant::<BufferLinear>().resolve(m, n);
     if variant == BufferLinear::Coop && !gpu.caps.coop_f16 {
         return Err(KernelError::Device(format!(
             "the cooperative-matrix matmul needs 16x16x16 f16 cooperative matrices on subgroups of 32; {} has none",

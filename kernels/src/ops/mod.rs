@@ -21,6 +21,7 @@ pub(crate) mod pack;
 pub mod reduce;
 pub mod resample;
 pub mod rope;
+pub mod softmax;
 
 pub use activation::Act;
 

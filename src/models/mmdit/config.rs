@@ -155,8 +155,8 @@ impl MmditConfig {
         })
     }
 
-    /// The configuration and key format of a transformer's weights: config.json when one was
-    /// given (a diffusers folder's, or `--config` for a single file), else inferred.
+    /// The configuration and key format of a transformer's weights: a given config.json
+    /// (a folder's own for diffusers-format weights, or `--config` for any), else inferred.
     pub fn resolve(
         w: &WeightSet,
         json: Option<&serde_json::Value>,
