@@ -76,6 +76,9 @@ fn every_shader_validates_with_every_dtype_snippet() {
             )
         } else if text.contains("load_queries(") {
             (&[], &[ATTENTION_TEXTURE_IO])
+        } else if kernel == "softmax.wgsl" {
+            // Self-contained: its own workgroup merge.
+            (&[], &[])
         } else if text.contains("workgroup_stats(") {
             (&ELEM, &[LIBRARY[0], WELFORD])
         } else if text.contains("array<Elem>") {
@@ -116,13 +119,23 @@ fn every_shader_validates_with_every_dtype_snippet() {
         // Sizes the ops define at build time: the reduction width (workgroup_sum.wgsl or
         // welford.wgsl, part of every composition here), the sets welford.wgsl reduces at once
         // (layer_norm's rows per workgroup), flat_in_texture.wgsl's row width and
-        // the attention kernels' head dim / 4 (and keys per tile), the activation of the matmuls, activation.wgsl and
+        // the attention kernels' head dim / 4 (and keys per tile) and score switches (CAUSAL,
+        // BIAS), the tiled conv's kernel size (KH, KW) and weight loads (WVEC), the activation of
+        // the matmuls, activation.wgsl and
         // group_norm.wgsl (ACT; SiLU), LayerNorm's optional parts (HAS_*) and the texture
         // matmuls' output mode (NCHW; convolution pixels).
         let defines: &[(&str, u32)] = if text.contains("load_queries(") {
-            &[("WG", 256), ("D4", 16)]
+            &[("WG", 256), ("D4", 16), ("CAUSAL", 1), ("BIAS", 1)]
         } else if kernel == "attention.wgsl" {
-            &[("WG", 256), ("D4", 16), ("TK", 32)]
+            &[
+                ("WG", 256),
+                ("D4", 16),
+                ("TK", 32),
+                ("CAUSAL", 1),
+                ("BIAS", 1),
+            ]
+        } else if kernel == "conv2d_tiled.wgsl" {
+            &[("WG", 256), ("KH", 3), ("KW", 3), ("WVEC", 1)]
         } else if text.contains("workgroup_stats(") {
             &[
                 ("WG", 256),
