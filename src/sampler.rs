@@ -4,7 +4,7 @@
 
 use noiseshift_kernels::{Gpu, Tensor, ops};
 
-use crate::error::{Result, input};
+use crate::error::{Error, Result, input};
 use crate::models::mmdit::{Mmdit, TextConditioning};
 
 /// What the sampler needs per step.
@@ -50,6 +50,7 @@ pub fn sample(
         &prompts.cond
     };
     let x = latents.duplicate(gpu)?;
+    let zeros = Tensor::from_f32(gpu, &[1, x.numel() / b], &vec![0.0; x.numel() / b])?;
     for i in 0..steps {
         let dt = plan.sigmas[i + 1] - plan.sigmas[i];
         let levels = vec![plan.levels[i]; b];
@@ -60,7 +61,25 @@ pub fn sample(
         };
         ops::euler::euler_step(gpu, &x, &v, dt as f32)?;
         gpu.flush()?;
+        if !all_finite(gpu, &x, &zeros)? {
+            return Err(Error::Input(format!(
+                "the latents became non-finite (NaN or Inf) at step {} of {steps} (sigma {:.4}): \
+                 check the weights (`inspect --check`), the embeddings and the starting latents; \
+                 a value past the f16 range is the other usual cause",
+                i + 1,
+                plan.sigmas[i]
+            )));
+        }
         on_step(i)?;
     }
     Ok(x)
+}
+
+/// One reduction (the sum of squares of the whole tensor) and four bytes read back: NaN or Inf
+/// anywhere makes the sum non-finite.
+fn all_finite(gpu: &Gpu, x: &Tensor, zeros: &Tensor) -> Result<bool> {
+    let rows = x.shape()[0];
+    let flat = x.reshape(&[rows, x.numel() / rows])?;
+    let sum = ops::reduce::squared_error_groups(gpu, &flat, zeros, rows)?;
+    Ok(sum.to_vec(gpu)?.iter().all(|v| v.is_finite()))
 }

@@ -4,6 +4,9 @@
 /// Default SD3 shift when the model folder has no scheduler config.
 pub const DEFAULT_SHIFT: f64 = 3.0;
 
+/// The most steps a schedule may have: far past any useful sampler, well inside every buffer.
+pub const MAX_STEPS: usize = 1000;
+
 /// sigma' = s sigma / (1 + (s - 1) sigma).
 pub fn shift_sigma(sigma: f64, shift: f64) -> f64 {
     shift * sigma / (1.0 + (shift - 1.0) * sigma)

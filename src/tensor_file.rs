@@ -65,11 +65,20 @@ pub fn read(path: &Path) -> Result<HashMap<String, HostTensor>> {
     let mut out = HashMap::new();
     for name in names {
         let t = set.get(&name)?;
+        let data = t.dtype.to_f32(t.bytes);
+        // NaN or Inf in an input would silently poison every output computed from it.
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            let bad = data.iter().filter(|v| !v.is_finite()).count();
+            return input(format!(
+                "{}: tensor '{name}' holds {bad} non-finite values (NaN or Inf; the first at flat index {i})",
+                path.display()
+            ));
+        }
         out.insert(
             name,
             HostTensor {
                 shape: t.shape.to_vec(),
-                data: t.dtype.to_f32(t.bytes),
+                data,
             },
         );
     }

@@ -13,7 +13,8 @@ use noiseshift::noiseshift::table::Table;
 use noiseshift::schedule::sd3_sigmas;
 use noiseshift::tensor_file::{self, HostTensor};
 use noiseshift_kernels::{Gpu, Tensor};
-use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 /// a(sigma; s): the optimal linear velocity for data N(0, s^2), v = a x.
@@ -46,7 +47,7 @@ impl VelocityModel for Gaussian {
 }
 
 fn gaussian_data(s_d: f64, samples: usize, seed: u64) -> (HostTensor, HostTensor) {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let shape = vec![samples, 4, 16, 16];
     let n: usize = shape.iter().product();
     let d = Normal::new(0.0, s_d).unwrap();
@@ -490,6 +491,52 @@ fn resume_after_a_kill_gives_the_same_table() {
     let o = calibrate(&cut, &["--steps", "6", "--samples", "2", "--resume"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("other settings"));
+}
+
+/// SIGKILL at seeded random moments of a chain of resumed runs: after every kill the table on
+/// disk is absent or valid (never partial), and the chain ends at the uninterrupted table.
+#[test]
+fn kill_9_at_random_points_leaves_a_valid_table_and_resume_completes_it() {
+    const KILL_POINTS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.json");
+    let args = ["--steps", "6", "--samples", "3", "--resume"];
+    let started = std::time::Instant::now();
+    let o = calibrate(&whole, &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let full_run = started.elapsed();
+
+    let cut = dir.path().join("cut.json");
+    let dataset = fixture_dataset();
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut interrupted = 0;
+    for _ in 0..KILL_POINTS {
+        let mut child = calibrate_cmd(&["--dataset".as_ref(), dataset.as_os_str()], &cut, &args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full_run.mul_f64(rng.random_range(0.0..1.0)));
+        child.kill().unwrap(); // SIGKILL on Unix
+        let status = child.wait().unwrap();
+        interrupted += usize::from(!status.success());
+        if cut.exists() {
+            let t = Table::read(&cut).expect("a killed run left an unreadable table");
+            assert!(t.steps.len() <= 6);
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            // a kill inside write_atomic may leave its own temporary file, nothing else
+            .filter(|n| n != "whole.json" && n != "cut.json" && !n.starts_with(".cut.json.tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "files left: {leftovers:?}");
+    }
+    assert!(interrupted > 0, "no kill landed before a run finished");
+    let o = calibrate(&cut, &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (Table::read(&whole).unwrap(), Table::read(&cut).unwrap());
+    assert_eq!(a.steps, b.steps);
 }
 
 /// Write a dataset with `edit` applied to the fixture's tensors.

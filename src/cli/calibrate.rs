@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::cli::prompts::EncoderArgs;
-use crate::cli::{check_size, open_gpu, open_vae};
-use crate::error::{Result, input};
+use crate::cli::{check_output, check_size, open_gpu, open_vae, ranges};
+use crate::error::{Error, Result, input};
 use crate::models::mmdit::{Mmdit, MmditConfig};
 use crate::models::vae::tiling::TilingMode;
 use crate::models::vae::{Parts, Vae};
@@ -18,24 +18,29 @@ use crate::noiseshift::table::{self, ModelInfo, Resolution, Schedule, Search, Ta
 use crate::noiseshift::{plot, velocity::MmditVelocity};
 use crate::progress::Progress;
 use crate::schedule::{DEFAULT_SHIFT, sd3_sigmas};
-use crate::weights::{ConfigOverride, ModelPath, WeightSet};
+use crate::weights::{ConfigOverride, WeightSet};
+
+/// Candidates per stage and step past which a search is a mistyped flag, not a plan.
+const MAX_CANDIDATES: f64 = 2001.0;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a diffusers pipeline folder, a transformer folder, or a single-file checkpoint.
+    /// Model: a diffusers pipeline folder, a transformer folder, a single-file checkpoint, or
+    /// `builtin` (the default: the small model inside this program).
     #[arg(long, env = "NOISESHIFT_MODEL")]
     model: Option<PathBuf>,
-    /// Image width in pixels (multiple of 16).
-    #[arg(long)]
+    /// Image width in pixels (multiple of 16, 16..=16384).
+    #[arg(long, value_parser = ranges::count(ranges::SIDE))]
     width: usize,
-    /// Image height in pixels (multiple of 16).
-    #[arg(long)]
+    /// Image height in pixels (multiple of 16, 16..=16384).
+    #[arg(long, value_parser = ranges::count(ranges::SIDE))]
     height: usize,
-    /// Sampling steps of the schedule to calibrate.
-    #[arg(long, default_value_t = 28)]
-    steps: usize,
-    /// Timestep shift. Default: the model's scheduler config, else 3.0.
-    #[arg(long)]
+    /// Sampling steps of the schedule to calibrate (1..=1000). Default: the model's own
+    /// (noiseshift.json: the built-in model's 20), else 28.
+    #[arg(long, value_parser = ranges::count(ranges::STEPS))]
+    steps: Option<usize>,
+    /// Timestep shift (0.01..=100). Default: the model's scheduler config, else 3.0.
+    #[arg(long, value_parser = ranges::real(0.01, 100.0))]
     shift: Option<f64>,
     /// Calibration data: safetensors with x0 [N, C, h, w], optional noise, and per-sample
     /// prompt_embeds / pooled_prompt_embeds.
@@ -67,36 +72,36 @@ pub struct Args {
     config: Option<PathBuf>,
     #[command(flatten)]
     encoders: EncoderArgs,
-    /// Samples to use (default: all in the dataset; for --images the first 200 usable).
-    #[arg(long)]
+    /// Samples to use (1..=100000; default: all in the dataset; for --images the first 200 usable).
+    #[arg(long, value_parser = ranges::count(1..=100_000))]
     samples: Option<usize>,
     /// Seed of the noise (when the dataset has none) and of the bootstrap.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Half-width of the coarse search window around sigma_i.
-    #[arg(long, default_value_t = 0.1)]
+    /// Half-width of the coarse search window around sigma_i (0.0001..=1).
+    #[arg(long, default_value_t = 0.1, value_parser = ranges::real(1e-4, 1.0))]
     coarse_window: f64,
-    /// Spacing of the coarse candidates.
-    #[arg(long, default_value_t = 0.01)]
+    /// Spacing of the coarse candidates (0.0001..=1).
+    #[arg(long, default_value_t = 0.01, value_parser = ranges::real(1e-4, 1.0))]
     coarse_stride: f64,
-    /// Half-width of the fine window around the coarse winner.
-    #[arg(long, default_value_t = 0.01)]
+    /// Half-width of the fine window around the coarse winner (0.00001..=1).
+    #[arg(long, default_value_t = 0.01, value_parser = ranges::real(1e-5, 1.0))]
     fine_window: f64,
-    /// Spacing of the fine candidates.
-    #[arg(long, default_value_t = 0.001)]
+    /// Spacing of the fine candidates (0.00001..=1).
+    #[arg(long, default_value_t = 0.001, value_parser = ranges::real(1e-5, 1.0))]
     fine_stride: f64,
     /// Search further out while the coarse winner sits on the window's edge.
     #[arg(long)]
     widen: bool,
     /// Rows (candidate x sample) per model evaluation. Default: the most the device's binding
-    /// limits allow for this model and resolution.
-    #[arg(long)]
+    /// limits allow for this model and resolution (1..=65536).
+    #[arg(long, value_parser = ranges::count(1..=65_536))]
     batch: Option<usize>,
-    /// Guidance scale during calibration (> 1 needs negative embeddings in the dataset).
-    #[arg(long, default_value_t = 1.0)]
+    /// Guidance scale during calibration (0..=100; > 1 needs negative embeddings in the dataset).
+    #[arg(long, default_value_t = 1.0, value_parser = ranges::real(0.0, 100.0))]
     guidance: f64,
-    /// Bootstrap resamples for the standard error of each sigma_hat (0 turns it off).
-    #[arg(long, default_value_t = 200)]
+    /// Bootstrap resamples for the standard error of each sigma_hat (0..=10000; 0 turns it off).
+    #[arg(long, default_value_t = 200, value_parser = ranges::count(0..=10_000))]
     bootstrap: usize,
     /// Where to write the table. Default: calibrations/<model-name>/<W>x<H>-<N>steps.json.
     #[arg(long)]
@@ -152,17 +157,27 @@ fn resumable(path: &Path, fresh: &Table) -> Result<Table> {
 }
 
 pub fn run(args: Args, device: Option<&str>) -> Result<()> {
-    let Some(model_path) = &args.model else {
-        return input("no model given: pass --model MODEL (or set NOISESHIFT_MODEL)");
-    };
-    let path = ModelPath::resolve(model_path)?;
+    let path = crate::builtin::resolve(args.model.as_deref())?;
     let weights = WeightSet::open(&path.transformer_files)?;
     let configs = ConfigOverride::read(args.config.as_deref())?;
     let tconfig = configs.transformer.as_ref().or(path.config.as_ref());
     let (config, _) = MmditConfig::resolve(&weights, tconfig)?;
     check_size(args.width, args.height, 8 * config.patch)?;
-    if args.steps == 0 {
-        return input("--steps must be at least 1");
+    let steps = args.steps.or(path.defaults.steps).unwrap_or(28);
+    if !ranges::STEPS.contains(&steps) {
+        return input(format!("{steps} steps is outside {:?}", ranges::STEPS));
+    }
+    for (name, window, stride) in [
+        ("coarse", args.coarse_window, args.coarse_stride),
+        ("fine", args.fine_window, args.fine_stride),
+    ] {
+        let candidates = 2.0 * window / stride + 1.0;
+        if candidates > MAX_CANDIDATES {
+            return input(format!(
+                "--{name}-window {window} / --{name}-stride {stride} gives {candidates:.0} candidates per \
+                 step, more than {MAX_CANDIDATES}"
+            ));
+        }
     }
     let shift = args.shift.or(path.scheduler_shift).unwrap_or(DEFAULT_SHIFT);
     if !(shift > 0.0 && shift.is_finite()) {
@@ -175,6 +190,27 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         joint_dim: config.joint_attention_dim,
         pooled_dim: config.pooled_dim,
     };
+    let resolution = Resolution {
+        width: args.width,
+        height: args.height,
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| table::default_path(Path::new("."), &path.name(), resolution, steps));
+    let mut inputs: Vec<&Path> = path
+        .transformer_files
+        .iter()
+        .map(PathBuf::as_path)
+        .collect();
+    inputs.extend(args.dataset.as_deref());
+    inputs.extend(args.captions.as_deref());
+    inputs.extend(args.embeds.as_deref());
+    check_output(&out, &inputs)?;
+    if let Some(plot) = &args.plot {
+        inputs.push(&out);
+        check_output(plot, &inputs)?;
+    }
     let gpu = open_gpu(device, false)?;
     let data = match (&args.dataset, &args.images) {
         (Some(file), _) => Dataset::load(file, args.samples, args.seed, &expect)?,
@@ -233,14 +269,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     } else {
         None
     };
-    let resolution = Resolution {
-        width: args.width,
-        height: args.height,
-    };
-    let out = args.out.clone().unwrap_or_else(|| {
-        table::default_path(Path::new("."), &path.name(), resolution, args.steps)
-    });
-    let sigmas = sd3_sigmas(args.steps, shift);
+    let sigmas = sd3_sigmas(steps, shift);
     let samples = data.x0.shape[0];
 
     let mut table = Table {
@@ -252,7 +281,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         },
         resolution,
         schedule: Schedule {
-            steps: args.steps,
+            steps,
             shift,
             mu: None,
         },
@@ -269,7 +298,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
                 "resuming {} at step {} of {}",
                 out.display(),
                 table.steps.len(),
-                args.steps
+                steps
             );
         } else {
             eprintln!(
@@ -300,23 +329,28 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     let first = table.steps.len();
     eprintln!(
         "calibrating steps {first}..{} at {}x{} with {samples} samples, {batch} rows per forward",
-        args.steps, args.width, args.height
+        steps, args.width, args.height
     );
     let start = Instant::now();
     let already = table.elapsed_seconds;
     // rows_per_step is an upper bound: candidates outside [0, upper] are never run.
     let per_step = engine.rows_per_step() as u64;
-    let mut progress = Progress::new("calibrating", (args.steps - first) as u64 * per_step);
+    let mut progress = Progress::new("calibrating", (steps - first) as u64 * per_step);
     let mut evaluations = 0;
-    for i in first..args.steps {
+    for i in first..steps {
         let upper = if i == 0 {
             1.0
         } else {
             table.steps[i - 1].sigma_hat
         };
-        let result = engine.step(i, upper, &mut |rows| {
-            progress.advance(rows as u64, &format!("step {}/{}", i + 1, args.steps))
-        })?;
+        let result = engine
+            .step(i, upper, &mut |rows| {
+                progress.advance(rows as u64, &format!("step {}/{}", i + 1, steps))
+            })
+            .map_err(|e| match e {
+                Error::Input(m) => Error::Input(format!("step {} of {steps}: {m}", i + 1)),
+                e => e,
+            })?;
         evaluations += result.evaluations;
         progress.skip_to((i + 1 - first) as u64 * per_step);
         table.steps.push(result.step);

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::cli::open_gpu;
-use crate::error::{Result, input};
+use crate::error::Result;
 use crate::images::metadata::file_fingerprint;
 use crate::images::output::{self, check_out};
 use crate::models::vae::locate::VaeSource;
@@ -37,12 +37,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args, device: Option<&str>) -> Result<()> {
-    let Some(model) = &args.model else {
-        return input("no model given: pass --model MODEL (or set NOISESHIFT_MODEL)");
-    };
     check_out(&args.out)?;
+    crate::cli::check_output(&args.out, &[&args.latents])?;
+    let model = crate::builtin::path(args.model.as_deref())?;
     let configs = ConfigOverride::read(args.config.as_deref())?;
-    let source = VaeSource::open(model, configs.vae.as_ref())?;
+    let source = VaeSource::open(&model, configs.vae.as_ref())?;
     let latents = tensor_file::take(
         &mut tensor_file::read(&args.latents)?,
         "latents",

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::prompts::TextArgs;
-use crate::cli::{check_size, open_gpu, open_vae};
+use crate::cli::{check_output, check_size, open_gpu, open_vae, ranges};
 use crate::error::{Result, input};
 use crate::images::metadata::Metadata;
 use crate::images::output::{self, check_out};
@@ -20,9 +20,14 @@ use crate::schedule::{DEFAULT_SHIFT, sd3_sigmas};
 use crate::tensor_file;
 use crate::weights::{Component, ConfigOverride, ModelPath, WeightSet};
 
+/// SD3-medium's defaults (REFERENCE.md), for models that record none.
+const DEFAULT_STEPS: usize = 28;
+const DEFAULT_GUIDANCE: f64 = 7.0;
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: a diffusers pipeline folder, a transformer folder, or a single-file checkpoint.
+    /// Model: a diffusers pipeline folder, a transformer folder, a single-file checkpoint, or
+    /// `builtin` (the default: the small model inside this program).
     #[arg(long, env = "NOISESHIFT_MODEL")]
     model: Option<PathBuf>,
     #[command(flatten)]
@@ -34,23 +39,28 @@ pub struct Args {
     /// not the same as PyTorch's).
     #[arg(long)]
     seed: Option<u64>,
-    /// Image width in pixels (multiple of 16). Default: the latents' width, else the model's native size.
-    #[arg(long)]
+    /// Image width in pixels (multiple of 16, 16..=16384). Default: the latents' width, else the
+    /// model's native size.
+    #[arg(long, value_parser = ranges::count(ranges::SIDE))]
     width: Option<usize>,
-    /// Image height in pixels (multiple of 16). Default: the latents' height, else the model's native size.
-    #[arg(long)]
+    /// Image height in pixels (multiple of 16, 16..=16384). Default: the latents' height, else the
+    /// model's native size.
+    #[arg(long, value_parser = ranges::count(ranges::SIDE))]
     height: Option<usize>,
-    /// Sampling steps.
-    #[arg(long, default_value_t = 28)]
-    steps: usize,
-    /// Classifier-free guidance scale; <= 1 runs a single conditional pass.
-    #[arg(long, default_value_t = 7.0)]
-    guidance: f64,
-    /// Timestep shift. Default: the model's scheduler config, else 3.0.
-    #[arg(long)]
+    /// Sampling steps (1..=1000). Default: the model's own (noiseshift.json: the built-in model's
+    /// 20), else 28 (SD3-medium's).
+    #[arg(long, value_parser = ranges::count(ranges::STEPS))]
+    steps: Option<usize>,
+    /// Classifier-free guidance scale (0..=100); <= 1 runs a single conditional pass. Default: the
+    /// model's own (the built-in model's 4), else 7 (SD3-medium's).
+    #[arg(long, value_parser = ranges::real(0.0, 100.0))]
+    guidance: Option<f64>,
+    /// Timestep shift (0.01..=100). Default: the model's scheduler config, else 3.0.
+    #[arg(long, value_parser = ranges::real(0.01, 100.0))]
     shift: Option<f64>,
-    /// Rows to sample when starting from --seed noise.
-    #[arg(long, default_value_t = 1, conflicts_with = "latents")]
+    /// Rows to sample when starting from --seed noise (1..=1024).
+    #[arg(long, default_value_t = 1, conflicts_with = "latents",
+          value_parser = ranges::count(ranges::BATCH))]
     batch: usize,
     /// Write the final latents here (safetensors, key `latents`).
     #[arg(long)]
@@ -166,10 +176,7 @@ fn calibration_levels(
 }
 
 pub fn run(args: Args, device: Option<&str>) -> Result<()> {
-    let Some(model_path) = &args.model else {
-        return input("no model given: pass --model MODEL (or set NOISESHIFT_MODEL)");
-    };
-    let path = ModelPath::resolve(model_path)?;
+    let path = crate::builtin::resolve(args.model.as_deref())?;
     let weights = WeightSet::open(&path.transformer_files)?;
     check_components(&args, &path.components(&weights))?;
     args.text.check()?;
@@ -178,9 +185,32 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
             "nothing to write: pass --out FILE.png, --output-latents FILE or --output-embeds FILE",
         );
     }
+    let mut inputs: Vec<&Path> = path
+        .transformer_files
+        .iter()
+        .map(PathBuf::as_path)
+        .collect();
+    inputs.extend(args.latents.as_deref());
+    inputs.extend(args.text.embeds.as_deref());
+    inputs.extend(args.config.as_deref());
+    let table_file = Path::new(&args.calibration);
+    if !matches!(args.calibration.as_str(), "auto" | "none") {
+        inputs.push(table_file);
+    }
+    for out in [&args.out, &args.output_latents, &args.text.output_embeds]
+        .into_iter()
+        .flatten()
+    {
+        check_output(out, &inputs)?;
+    }
     let configs = ConfigOverride::read(args.config.as_deref())?;
     let tconfig = configs.transformer.as_ref().or(path.config.as_ref());
-    if args.steps == 0 {
+    let steps = args.steps.or(path.defaults.steps).unwrap_or(DEFAULT_STEPS);
+    let guidance = args
+        .guidance
+        .or(path.defaults.guidance)
+        .unwrap_or(DEFAULT_GUIDANCE);
+    if steps == 0 {
         return input("--steps must be at least 1");
     }
     if args.batch == 0 {
@@ -229,7 +259,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     if !(shift > 0.0 && shift.is_finite()) {
         return input(format!("--shift must be a positive number, got {shift}"));
     }
-    let sigmas = sd3_sigmas(args.steps, shift);
+    let sigmas = sd3_sigmas(steps, shift);
     let resolution = Resolution {
         width: 8 * latents.shape[3],
         height: 8 * latents.shape[2],
@@ -244,7 +274,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
 
     let gpu = open_gpu(device, args.profile || args.trace.is_some())?;
     let batch = latents.shape[0];
-    let guided = args.guidance > 1.0;
+    let guided = guidance > 1.0;
     // The text encoders run (and free their weights) before the transformer loads.
     let config_root = args.config.as_deref().filter(|p| p.is_dir());
     let host = args
@@ -258,11 +288,11 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     let model = Mmdit::load(&gpu, &weights, tconfig)?;
     model.check_latents(&latents.shape)?;
     let x0 = latents.upload(&gpu)?;
-    let mut progress = Progress::new("sampling", args.steps as u64);
+    let mut progress = Progress::new("sampling", steps as u64);
     let plan = Plan {
         sigmas: &sigmas,
         levels: &levels,
-        guidance: args.guidance,
+        guidance,
     };
     let out = sample(&gpu, &model, &x0, &prompts, &plan, |i| {
         gpu.finish()?;
@@ -280,9 +310,9 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
             output.display(),
             batch,
             &result.shape[1..],
-            args.steps,
+            steps,
             progress.elapsed(),
-            args.guidance
+            guidance
         );
     }
     if let (Some(out), Some(source)) = (&args.out, vae) {
@@ -311,8 +341,8 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
                         .as_ref()
                         .map(|p| format!("embeds {}", p.display()))
                 }),
-            steps: args.steps,
-            guidance: args.guidance,
+            steps,
+            guidance,
             shift,
             width: resolution.width,
             height: resolution.height,

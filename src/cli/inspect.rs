@@ -4,22 +4,49 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::error::Result;
+use crate::error::{Result, input};
 use crate::models::mmdit::MmditConfig;
-use crate::weights::{ModelPath, WeightSet};
+use crate::weights::WeightSet;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A diffusers pipeline folder, a transformer folder (config.json + safetensors), or a
-    /// single-file checkpoint.
-    model: PathBuf,
+    /// A diffusers pipeline folder, a transformer folder (config.json + safetensors), a
+    /// single-file checkpoint, or `builtin` (the default: the small model inside this program).
+    model: Option<PathBuf>,
     /// Print JSON for scripts.
     #[arg(long)]
     json: bool,
+    /// Also read every transformer weight and report tensors holding NaN or Inf (exit code 2
+    /// when any does).
+    #[arg(long)]
+    check: bool,
+}
+
+/// Every tensor of `weights` with NaN or Inf, as (name, how many), read tensor by tensor.
+fn non_finite(weights: &WeightSet) -> Result<Vec<(String, usize)>> {
+    let mut names: Vec<String> = weights.names().map(str::to_string).collect();
+    names.sort();
+    let mut progress = crate::progress::Progress::new("checking weights", names.len() as u64);
+    let mut bad = Vec::new();
+    for name in names {
+        let t = weights.get(&name)?;
+        let n = t
+            .dtype
+            .to_f32(t.bytes)
+            .iter()
+            .filter(|v| !v.is_finite())
+            .count();
+        if n > 0 {
+            bad.push((name.clone(), n));
+        }
+        progress.advance(1, &name);
+    }
+    progress.finish();
+    Ok(bad)
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let path = ModelPath::resolve(&args.model)?;
+    let path = crate::builtin::resolve(args.model.as_deref())?;
     let weights = WeightSet::open(&path.transformer_files)?;
     let (config, format) = MmditConfig::resolve(&weights, path.config.as_ref())?;
     let (parameters, bytes) = weights.totals(format.prefix());
@@ -49,12 +76,32 @@ pub fn run(args: Args) -> Result<()> {
         "fingerprint": weights.fingerprint(),
         "scheduler_shift": path.scheduler_shift,
     });
+    let bad = if args.check {
+        Some(non_finite(&weights)?)
+    } else {
+        None
+    };
+    let mut report = report;
+    if let Some(bad) = &bad {
+        report["non_finite_tensors"] = json!(bad);
+    }
+    let refuse = || -> Result<()> {
+        match &bad {
+            Some(b) if !b.is_empty() => input(format!(
+                "{} of the transformer's tensors hold NaN or Inf (first: {} with {})",
+                b.len(),
+                b[0].0,
+                b[0].1
+            )),
+            _ => Ok(()),
+        }
+    };
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).expect("serialisable")
         );
-        return Ok(());
+        return refuse();
     }
     println!(
         "{}: {} transformer, {} format",
@@ -91,5 +138,11 @@ pub fn run(args: Args) -> Result<()> {
     );
     println!("  components: {}", components.join(", "));
     println!("  fingerprint {}", weights.fingerprint());
-    Ok(())
+    if let Some(bad) = &bad {
+        println!("  weights checked: {} tensor(s) with NaN or Inf", bad.len());
+        for (name, n) in bad {
+            println!("    {name}: {n} non-finite values");
+        }
+    }
+    refuse()
 }

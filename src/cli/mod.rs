@@ -12,6 +12,7 @@ pub mod generate;
 pub mod inspect;
 pub mod profile;
 pub mod prompts;
+pub mod ranges;
 
 #[derive(Parser)]
 #[command(
@@ -40,10 +41,19 @@ pub enum Command {
     Generate(generate::Args),
     /// Decode a latents file with a model's VAE into PNG images.
     Decode(decode::Args),
+    /// Write the built-in model as a diffusers pipeline folder (StableDiffusion3Pipeline), its
+    /// calibration tables in calibrations/.
+    ExportBuiltin(ExportArgs),
     /// Find NoiseShift's recalibrated noise levels for a model at one resolution.
     Calibrate(calibrate::Args),
     /// Time every kernel at representative model shapes, against the device's measured ceilings.
     Profile(profile::Args),
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// The folder to create (it must not exist, or be empty).
+    dir: std::path::PathBuf,
 }
 
 /// Open the adapter the user asked for.
@@ -65,6 +75,43 @@ pub(crate) fn check_size(width: usize, height: usize, multiple: usize) -> Result
         return input(format!(
             "width and height must be positive multiples of {multiple} pixels, got {width}x{height}"
         ));
+    }
+    Ok(())
+}
+
+/// Check an output path before any work: not a folder, its parent a folder (created when
+/// missing), and not one of the run's inputs, which it would overwrite (compared after resolving
+/// links, so `./a` and a symlink to `a` are caught too).
+pub(crate) fn check_output(out: &std::path::Path, inputs: &[&std::path::Path]) -> Result<()> {
+    if out.is_dir() {
+        return input(format!(
+            "the output {} is a folder: name a file",
+            out.display()
+        ));
+    }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if parent.exists() && !parent.is_dir() {
+            return input(format!(
+                "the output {}: {} is not a folder",
+                out.display(),
+                parent.display()
+            ));
+        }
+        std::fs::create_dir_all(parent).map_err(|e| {
+            crate::error::Error::Input(format!("cannot create {}: {e}", parent.display()))
+        })?;
+    }
+    let Ok(target) = out.canonicalize() else {
+        return Ok(()); // not there yet: it cannot be an existing input
+    };
+    for i in inputs {
+        if i.canonicalize().is_ok_and(|p| p == target) {
+            return input(format!(
+                "the output {} is also an input of this run ({}): choose another output path",
+                out.display(),
+                i.display()
+            ));
+        }
     }
     Ok(())
 }
@@ -102,6 +149,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Generate(a) => generate::run(a, device),
         Command::Decode(a) => decode::run(a, device),
+        Command::ExportBuiltin(a) => {
+            crate::builtin::export(&a.dir)?;
+            eprintln!(
+                "wrote {} (diffusers: StableDiffusion3Pipeline.from_pretrained(DIR, text_encoder_3=None, \
+                 tokenizer_3=None), then max_sequence_length=8)",
+                a.dir.display()
+            );
+            Ok(())
+        }
         Command::Calibrate(a) => calibrate::run(a, device),
         Command::Profile(a) => profile::run(a, device),
     }

@@ -41,10 +41,11 @@ pub struct TextArgs {
 /// How the text encoders run (`generate --prompt`, `calibrate --images` captions).
 #[derive(clap::Args, Clone)]
 pub struct EncoderArgs {
-    /// T5 tokens (1 to 512; diffusers' SD3 default 256). Longer prompts are truncated with a
-    /// warning.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=MAX_T5_TOKENS as u64))]
-    pub max_sequence_length: u64,
+    /// T5 tokens (1 to 512; without T5, the zero tokens that stand in for them). Longer prompts
+    /// are truncated with a warning. Default: the model's own (noiseshift.json: the built-in
+    /// model's 8), else diffusers' SD3 default 256.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_T5_TOKENS as u64))]
+    pub max_sequence_length: Option<u64>,
     /// Leave T5 out: zeros for its tokens, exactly as diffusers does without text_encoder_3
     /// (automatic when the model has none).
     #[arg(long)]
@@ -69,7 +70,11 @@ impl EncoderArgs {
         config: &MmditConfig,
     ) -> Result<PromptEncoder<'a>> {
         let opts = RunOptions {
-            t5_length: self.max_sequence_length as usize,
+            t5_length: self
+                .max_sequence_length
+                .map(|n| n as usize)
+                .or(model.defaults.max_sequence_length)
+                .unwrap_or(256),
             offload: self.offload,
             device_memory: device_memory(gpu)?,
         };

@@ -21,8 +21,9 @@ pub struct Prepared {
 
 /// Decode `path` and flatten it to 8-bit RGB.
 pub fn read_rgb(path: &Path) -> Result<RgbImage> {
-    let reader = ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
+    let (file, _) = crate::files::open_regular(path)?;
+    let reader = ImageReader::new(std::io::BufReader::new(file))
+        .with_guessed_format()
         .map_err(|e| crate::error::Error::read(path, e))?;
     let image = reader.decode().map_err(|e| {
         crate::error::Error::Input(format!("{}: cannot decode: {e}", path.display()))

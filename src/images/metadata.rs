@@ -28,7 +28,7 @@ pub struct Metadata {
 
 /// A short hash of a file's bytes ("unreadable" if it cannot be read).
 pub fn file_fingerprint(path: &std::path::Path) -> String {
-    match std::fs::read(path) {
+    match crate::files::read_capped(path, crate::files::TEXT_CAP) {
         Ok(bytes) => Sha256::digest(&bytes)
             .iter()
             .take(8)

@@ -31,7 +31,6 @@ impl Offload {
         activations: u64,
         device: Option<u64>,
     ) -> Residency {
-        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         let need = bytes + activations;
         match (self, device) {
             (Offload::On, _) => Residency {
@@ -40,30 +39,38 @@ impl Offload {
             },
             (Offload::Off, _) => Residency {
                 stream: false,
-                reason: format!("{what}: {:.2} GiB resident (--offload off)", gib(bytes)),
+                reason: format!("{what}: {} resident (--offload off)", size(bytes)),
             },
             (Offload::Auto, Some(device)) if need > device => Residency {
                 stream: true,
                 reason: format!(
-                    "{what}: {:.2} GiB of weights and {:.2} GiB of activations exceed the device's {:.2} GiB: \
-                     streaming layer by layer",
-                    gib(bytes),
-                    gib(activations),
-                    gib(device)
+                    "{what}: {} of weights and {} of activations exceed the device's {}: streaming layer by layer",
+                    size(bytes),
+                    size(activations),
+                    size(device)
                 ),
             },
             (Offload::Auto, device) => Residency {
                 stream: false,
                 reason: format!(
-                    "{what}: {:.2} GiB resident ({})",
-                    gib(bytes),
+                    "{what}: {} resident ({})",
+                    size(bytes),
                     device.map_or("device memory unknown".to_string(), |d| format!(
-                        "fits the device's {:.2} GiB",
-                        gib(d)
+                        "fits the device's {}",
+                        size(d)
                     ))
                 ),
             },
         }
+    }
+}
+
+/// Bytes for people: MiB below a GiB.
+fn size(bytes: u64) -> String {
+    if bytes < 1 << 30 {
+        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
     }
 }
 

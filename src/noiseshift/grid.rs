@@ -30,7 +30,9 @@ impl Window {
     pub fn candidates(&self, upper: f64) -> Vec<f64> {
         let c = self.ring(-1.0, self.half_width, upper);
         if c.is_empty() {
-            vec![tidy(self.center.min(upper))]
+            // Rounding must not lift the fallback above the bound (a resumed table's sigma_hat
+            // carries more digits than the grid).
+            vec![tidy(self.center.min(upper)).min(upper)]
         } else {
             c
         }
@@ -134,5 +136,19 @@ mod tests {
         };
         assert!(!w.on_edge(0.7683, 1, 0.7719));
         assert!(w.on_edge(0.7683, 1, 0.7799));
+    }
+
+    #[test]
+    fn the_fallback_never_rounds_above_a_bound_with_more_digits_than_the_grid() {
+        // A resumed table's last sigma_hat: tidy() alone would round it up past itself.
+        let upper = 0.123_456_789_6;
+        let w = Window {
+            center: 0.5,
+            half_width: 0.1,
+            stride: 0.01,
+        };
+        let c = w.candidates(upper);
+        assert_eq!(c.len(), 1);
+        assert!(c[0] <= upper, "{} > {upper}", c[0]);
     }
 }

@@ -48,7 +48,7 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Captions by file name, from JSON lines `{"file": ..., "caption": ...}` or
 /// `name<TAB>caption` lines; every name must be one of `files`.
 pub fn read_captions(path: &Path, files: &[PathBuf]) -> Result<HashMap<String, String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
+    let text = crate::files::read_text(path)?;
     let mut out = HashMap::new();
     for (n, line) in text
         .lines()

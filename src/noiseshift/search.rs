@@ -10,7 +10,7 @@
 use noiseshift_kernels::{Gpu, Tensor, ops};
 use rand::{Rng, SeedableRng};
 
-use crate::error::{Result, input};
+use crate::error::{Error, Result, input};
 use crate::noiseshift::grid::Window;
 use crate::noiseshift::table::Step;
 use crate::tensor_file::HostTensor;
@@ -167,11 +167,18 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
             let v = self.model.velocity(self.gpu, &x, &row_levels, &samples)?;
             let u = ops::layout::gather_batch(self.gpu, &self.target, &samples)?;
             let se = ops::reduce::squared_error_groups(self.gpu, &v, &u, 1)?;
-            sums.extend(
-                se.to_vec(self.gpu)?
-                    .into_iter()
-                    .map(|v| f64::from(v) * per_elem),
-            );
+            let got = se.to_vec(self.gpu)?;
+            if let Some(k) = got.iter().position(|v| !v.is_finite()) {
+                let r = start + k;
+                return Err(Error::Input(format!(
+                    "the loss of sample {} at level {} is not finite (NaN or Inf): check the model's \
+                     weights (`inspect --check`) and the dataset's embeddings; a value past the f16 \
+                     range is the other usual cause",
+                    r % s,
+                    levels[r / s]
+                )));
+            }
+            sums.extend(got.into_iter().map(|v| f64::from(v) * per_elem));
             done(end - start);
         }
         let per_sample = sums.chunks(s).map(<[f64]>::to_vec).collect();

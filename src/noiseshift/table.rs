@@ -86,26 +86,94 @@ pub struct Request<'a> {
 
 impl Table {
     pub fn read(path: &Path) -> Result<Table> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
+        let text = crate::files::read_text(path)?;
         let table: Table = serde_json::from_str(&text).map_err(|e| {
             Error::Input(format!("{}: not a calibration table: {e}", path.display()))
         })?;
-        if table.format != FORMAT {
-            return input(format!(
-                "{}: format '{}' is not {FORMAT}",
-                path.display(),
-                table.format
-            ));
-        }
-        if table.steps.len() > table.schedule.steps {
-            return input(format!(
-                "{}: {} steps listed for a {}-step schedule",
-                path.display(),
-                table.steps.len(),
-                table.schedule.steps
-            ));
-        }
+        table
+            .validate()
+            .map_err(|why| Error::Input(format!("{}: {why}", path.display())))?;
         Ok(table)
+    }
+
+    /// What NOISESHIFT.md requires of a table, checked before any value is used: a message
+    /// naming the field when something is off.
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!("format '{}' is not {FORMAT}", self.format));
+        }
+        if self.schedule.steps == 0 || self.schedule.steps > crate::schedule::MAX_STEPS {
+            return Err(format!(
+                "schedule.steps {} is outside 1..={}",
+                self.schedule.steps,
+                crate::schedule::MAX_STEPS
+            ));
+        }
+        if self.steps.len() > self.schedule.steps {
+            return Err(format!(
+                "{} steps listed for a {}-step schedule",
+                self.steps.len(),
+                self.schedule.steps
+            ));
+        }
+        if !(self.schedule.shift.is_finite() && self.schedule.shift > 0.0) {
+            return Err(format!(
+                "schedule.shift {} is not a positive number",
+                self.schedule.shift
+            ));
+        }
+        if self.resolution.width == 0 || self.resolution.height == 0 {
+            return Err("resolution has a zero side".into());
+        }
+        let mut bound = 1.0;
+        for (i, st) in self.steps.iter().enumerate() {
+            let unit = |name: &str, v: f64| {
+                if v.is_finite() && (0.0..=1.0).contains(&v) {
+                    Ok(())
+                } else {
+                    Err(format!("steps[{i}].{name} = {v} is outside [0, 1]"))
+                }
+            };
+            unit("sigma", st.sigma)?;
+            unit("sigma_next", st.sigma_next)?;
+            unit("sigma_hat", st.sigma_hat)?;
+            for (name, v) in [
+                ("loss_nominal", st.loss_nominal),
+                ("loss_calibrated", st.loss_calibrated),
+                ("sigma_hat_stderr", st.sigma_hat_stderr),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(format!(
+                        "steps[{i}].{name} = {v} is not a finite non-negative number"
+                    ));
+                }
+            }
+            if st.sigma_next >= st.sigma {
+                return Err(format!(
+                    "steps[{i}]: sigma_next {} is not below sigma {}",
+                    st.sigma_next, st.sigma
+                ));
+            }
+            if let Some(next) = self.steps.get(i + 1)
+                && (next.sigma - st.sigma_next).abs() > 1e-9
+            {
+                return Err(format!(
+                    "steps[{}].sigma {} is not steps[{i}].sigma_next {}",
+                    i + 1,
+                    next.sigma,
+                    st.sigma_next
+                ));
+            }
+            if st.sigma_hat > bound + 1e-12 {
+                return Err(format!(
+                    "steps[{i}].sigma_hat {} rises above the previous step's {bound} (sigma_hat never \
+                     increases)",
+                    st.sigma_hat
+                ));
+            }
+            bound = st.sigma_hat;
+        }
+        Ok(())
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
@@ -154,6 +222,17 @@ impl Table {
         let same_schedule =
             self.schedule.steps == steps && (self.schedule.shift - req.shift).abs() < 1e-9;
         if same_schedule {
+            if let Some((i, st)) = self
+                .steps
+                .iter()
+                .enumerate()
+                .find(|(i, st)| (st.sigma - req.sigmas[*i]).abs() > 1e-6)
+            {
+                return input(format!(
+                    "{p}: steps[{i}].sigma is {}, this run's schedule has {}",
+                    st.sigma, req.sigmas[i]
+                ));
+            }
             return Ok((self.steps.iter().map(|s| s.sigma_hat).collect(), None));
         }
         if !interpolate {
@@ -237,9 +316,10 @@ mod tests {
             },
             steps: points
                 .iter()
-                .map(|&(sigma, sigma_hat)| Step {
+                .enumerate()
+                .map(|(i, &(sigma, sigma_hat))| Step {
                     sigma,
-                    sigma_next: 0.0,
+                    sigma_next: points.get(i + 1).map_or(0.0, |p| p.0),
                     sigma_hat,
                     loss_nominal: 1.0,
                     loss_calibrated: 1.0,
@@ -296,5 +376,53 @@ mod tests {
         let (levels, note) = t.levels(p, &req("f", 64, 2.0), true).unwrap();
         assert_eq!(levels, vec![0.9, 0.3]);
         assert!(note.unwrap().contains("interpolated"));
+    }
+
+    #[test]
+    fn tables_that_break_the_format_are_refused_naming_the_field() {
+        assert_eq!(table(&[(1.0, 0.9), (0.5, 0.3)]).validate(), Ok(()));
+        type Breaker = dyn Fn(&mut Table);
+        let cases: [(&Breaker, &str); 8] = [
+            (&|t| t.steps[1].sigma_hat = 5.0, "steps[1].sigma_hat = 5"),
+            (
+                &|t| t.steps[0].sigma_hat = -0.5,
+                "steps[0].sigma_hat = -0.5",
+            ),
+            (&|t| t.steps[1].sigma_hat = 0.95, "rises above"),
+            (&|t| t.steps[0].loss_nominal = f64::NAN, "loss_nominal"),
+            (&|t| t.steps.swap(0, 1), "sigma_next"),
+            (&|t| t.schedule.steps = 0, "schedule.steps"),
+            (
+                &|t| t.schedule.steps = 1,
+                "2 steps listed for a 1-step schedule",
+            ),
+            (&|t| t.format = "x".into(), "format 'x'"),
+        ];
+        for (break_it, expect) in cases {
+            let mut t = table(&[(1.0, 0.9), (0.5, 0.3)]);
+            break_it(&mut t);
+            let e = t.validate().unwrap_err();
+            assert!(e.contains(expect), "{e} (expected '{expect}')");
+        }
+    }
+
+    #[test]
+    fn a_table_for_other_sigmas_is_refused_even_with_the_same_step_count() {
+        let t = table(&[(1.0, 0.9), (0.5, 0.3)]);
+        let sig = [1.0, 0.6, 0.0];
+        let req = Request {
+            fingerprint: "f",
+            resolution: Resolution {
+                width: 64,
+                height: 64,
+            },
+            sigmas: &sig,
+            shift: 3.0,
+        };
+        let e = t
+            .levels(Path::new("t.json"), &req, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("steps[1].sigma is 0.5"), "{e}");
     }
 }

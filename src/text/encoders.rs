@@ -246,8 +246,9 @@ pub fn encode(
             let acts = (tokens * (4 * c.d_model + 3 * c.d_ff) * 4) as u64;
             let residency = opts.offload.decide(label, bytes, acts, opts.device_memory);
             eprintln!("{}", residency.reason);
-            let mut progress = LateProgress::new(format!("encoding {label}"), c.layers);
+            let layers = c.layers;
             let model = T5Encoder::load(gpu, &w, &files.prefix, c, residency.stream)?;
+            let mut progress = LateProgress::new(format!("encoding {label}"), layers);
             let seq = model.forward(gpu, &ids, |i| {
                 gpu.finish()?;
                 progress.layer(i);
@@ -271,8 +272,9 @@ pub fn encode(
             let acts = (tokens * (4 * c.hidden + c.intermediate) * 4) as u64;
             let residency = opts.offload.decide(label, bytes, acts, opts.device_memory);
             eprintln!("{}", residency.reason);
-            let mut progress = LateProgress::new(format!("encoding {label}"), c.layers);
+            let layers = c.layers;
             let model = ClipText::load(gpu, &w, &files.prefix, c, residency.stream)?;
+            let mut progress = LateProgress::new(format!("encoding {label}"), layers);
             let out = model.forward(gpu, &ids, |i| {
                 gpu.finish()?;
                 progress.layer(i);

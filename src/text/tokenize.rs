@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::error::{Error, Result, input};
+use crate::files::{read_json, read_text};
 
 /// Token ids of one prompt, padded to the encoder's length, and how many were cut off.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,12 +42,6 @@ const CLIP_PATTERN: &str =
 const CLIP_BOS: &str = "<|startoftext|>";
 const CLIP_EOS: &str = "<|endoftext|>";
 
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{}: invalid JSON: {e}", path.display())))
-}
-
 /// A special token from tokenizer_config.json / special_tokens_map.json: a string, or an
 /// object with `content`.
 fn special(folder: &Path, key: &str) -> Result<Option<String>> {
@@ -70,7 +65,7 @@ fn special(folder: &Path, key: &str) -> Result<Option<String>> {
 }
 
 fn load_json_tokenizer(path: &Path) -> Result<Tokenizer> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
+    let text = read_text(path)?;
     Tokenizer::from_str(&text)
         .map_err(|e| Error::Input(format!("{}: not a tokenizer.json: {e}", path.display())))
 }
@@ -111,7 +106,7 @@ fn clip_from_files(folder: &Path, pad: &str) -> Result<Tokenizer> {
                 ))
             })
     };
-    let text = std::fs::read_to_string(&merges_path).map_err(|e| Error::read(&merges_path, e))?;
+    let text = read_text(&merges_path)?;
     let merges = text
         .lines()
         .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())

@@ -72,13 +72,60 @@ pub struct ModelPath {
     pub scheduler_shift: Option<f64>,
     /// Folder components present (single files report theirs from the keys, see `components`).
     folder_components: Vec<Component>,
+    /// Sampling defaults a pipeline folder records in `noiseshift.json` (the built-in model's).
+    pub defaults: ModelDefaults,
+    /// The name tables and reports use: the folder or file name, or "builtin".
+    pub name: String,
 }
 
-pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{}: invalid JSON: {e}", path.display())))
+/// What a model's own `noiseshift.json` says to use when the command line does not.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelDefaults {
+    pub steps: Option<usize>,
+    pub guidance: Option<f64>,
+    pub max_sequence_length: Option<usize>,
 }
+
+impl ModelDefaults {
+    fn read(dir: &Path) -> Result<ModelDefaults> {
+        let path = dir.join("noiseshift.json");
+        if !path.exists() {
+            return Ok(ModelDefaults::default());
+        }
+        let json = read_json(&path)?;
+        let count = |k: &str| -> Result<Option<usize>> {
+            match json.get(k) {
+                None => Ok(None),
+                Some(v) => match v.as_u64() {
+                    Some(n) if n >= 1 => Ok(Some(n as usize)),
+                    _ => input(format!(
+                        "{}: {k} must be a positive integer, got {v}",
+                        path.display()
+                    )),
+                },
+            }
+        };
+        let guidance = match json.get("default_guidance") {
+            None => None,
+            Some(v) => match v.as_f64() {
+                Some(g) if g.is_finite() && g >= 0.0 => Some(g),
+                _ => {
+                    return input(format!(
+                        "{}: default_guidance must be a finite number >= 0, got {v}",
+                        path.display()
+                    ));
+                }
+            },
+        };
+        Ok(ModelDefaults {
+            steps: count("default_steps")?,
+            guidance,
+            max_sequence_length: count("max_sequence_length")?,
+        })
+    }
+}
+
+pub(crate) use crate::files::read_json;
 
 /// The safetensors files of a model folder: the shard index when present, else the single file
 /// (`diffusion_pytorch_model.safetensors` in diffusers' folders, `model.safetensors` in
@@ -136,6 +183,18 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The folder name, or a file's name without extension.
+fn file_name(path: &Path, file: bool) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let stem = if file {
+        path.file_stem()
+    } else {
+        path.file_name()
+    };
+    stem.map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
+
 impl ModelPath {
     pub fn resolve(path: &Path) -> Result<ModelPath> {
         if !path.exists() {
@@ -149,6 +208,8 @@ impl ModelPath {
                 config: None,
                 scheduler_shift: None,
                 folder_components: Vec::new(),
+                defaults: ModelDefaults::default(),
+                name: file_name(path, true),
             });
         }
         if path.join("model_index.json").exists() {
@@ -182,6 +243,8 @@ impl ModelPath {
                 config,
                 scheduler_shift,
                 folder_components,
+                defaults: ModelDefaults::read(path)?,
+                name: file_name(path, false),
             });
         }
         if path.join("config.json").exists() {
@@ -192,6 +255,8 @@ impl ModelPath {
                 config: Some(read_json(&path.join("config.json"))?),
                 scheduler_shift: None,
                 folder_components: vec![Component::Transformer],
+                defaults: ModelDefaults::default(),
+                name: file_name(path, false),
             });
         }
         input(format!(
@@ -223,19 +288,9 @@ impl ModelPath {
         out
     }
 
-    /// A short name for the model: the folder or file name without extension.
+    /// A short name for the model: the folder or file name without extension, or "builtin".
     pub fn name(&self) -> String {
-        let path = self
-            .path
-            .canonicalize()
-            .unwrap_or_else(|_| self.path.clone());
-        let stem = if self.layout == Layout::SingleFile {
-            path.file_stem()
-        } else {
-            path.file_name()
-        };
-        stem.map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into())
+        self.name.clone()
     }
 }
 

@@ -3,7 +3,6 @@
 //! slices of the mapping, so uploading a weight never makes a second host copy of the model.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -61,7 +60,7 @@ impl WeightSet {
         let mut entries = HashMap::new();
         let mut unsupported = HashMap::new();
         for path in paths {
-            let file = File::open(path).map_err(|e| Error::read(path, e))?;
+            let (file, _) = crate::files::open_regular(path)?;
             // SAFETY: the mapping is read-only; a file truncated underneath us would fault, as
             // with every mmap-based loader; we do not modify model files.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::read(path, e))?;
