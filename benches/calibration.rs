@@ -9,7 +9,7 @@ mod common;
 
 use common::{gpu, sd3_medium_random, warm_up};
 use noiseshift::models::mmdit::Mmdit;
-use noiseshift::noiseshift::search::{Engine, SearchConfig, VelocityModel};
+use noiseshift::noiseshift::search::{Engine, Memo, SearchConfig, VelocityModel};
 use noiseshift::noiseshift::velocity::MmditVelocity;
 use noiseshift::schedule::sd3_sigmas;
 use noiseshift::tensor_file::HostTensor;
@@ -51,6 +51,7 @@ fn main() {
         fine_window: 0.001,
         fine_stride: 0.001,
         widen: false,
+        adaptive: None,
         batch,
         bootstrap: 0,
         seed: 0,
@@ -79,7 +80,9 @@ fn main() {
             let engine =
                 Engine::new(&gpu, &velocity, x0.clone(), eps.clone(), config(batch)).unwrap();
             let start = std::time::Instant::now();
-            let r = engine.step(5, 1.0, &mut |_| {}).unwrap();
+            let r = engine
+                .step(5, 1.0, &mut Memo::default(), &mut |_, _| Ok(()))
+                .unwrap();
             let secs = start.elapsed().as_secs_f64();
             let rate = r.evaluations as f64 / secs;
             println!(

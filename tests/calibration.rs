@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use noiseshift::noiseshift::search::{Engine, SearchConfig, VelocityModel};
+use noiseshift::noiseshift::search::{Engine, Memo, SearchConfig, VelocityModel};
 use noiseshift::noiseshift::table::Table;
 use noiseshift::schedule::sd3_sigmas;
 use noiseshift::tensor_file::{self, HostTensor};
@@ -69,6 +69,7 @@ fn config(sigmas: Vec<f64>, widen: bool, batch: usize) -> SearchConfig {
         fine_window: 0.01,
         fine_stride: 0.001,
         widen,
+        adaptive: None,
         batch,
         bootstrap: 50,
         seed: 3,
@@ -127,7 +128,9 @@ fn closed_form_gaussian_interior_bound_and_outside_the_window() {
         .unwrap();
         let mut upper = 1.0;
         for i in 0..6 {
-            let r = engine.step(i, upper, &mut |_| {}).unwrap();
+            let r = engine
+                .step(i, upper, &mut Memo::default(), &mut |_, _| Ok(()))
+                .unwrap();
             let loss = exact_loss(&x0, &eps, r.step.sigma, s_m);
             let exact = exact_minimiser(&loss, upper);
             println!(
@@ -179,7 +182,9 @@ fn without_widen_an_outside_optimum_is_flagged_at_the_edge() {
     let model = Gaussian { s_m: 1.0 };
     let sigmas = sd3_sigmas(6, 3.0);
     let engine = Engine::new(&gpu, &model, x0, eps, config(sigmas, false, 64)).unwrap();
-    let r = engine.step(2, 0.99, &mut |_| {}).unwrap();
+    let r = engine
+        .step(2, 0.99, &mut Memo::default(), &mut |_, _| Ok(()))
+        .unwrap();
     assert!(r.step.edge, "{r:?}");
     assert!(
         ((r.coarse_winner - r.step.sigma).abs() - 0.1).abs() < 1e-9,
@@ -244,12 +249,22 @@ fn tiny_sd3_matches_the_independent_reference_search() {
         "schedule",
         "search",
         "steps",
+        "evaluations",
         "device",
         "elapsed_seconds",
         "created",
     ] {
         assert!(json.get(key).is_some(), "missing {key}");
     }
+    // A complete table carries no step in progress; the grid costs 42 candidates x 6 samples
+    // per step here (fewer where the bound clips).
+    assert!(json.get("partial").is_none());
+    assert_eq!(json["search"]["mode"], "grid");
+    let evaluations = json["evaluations"].as_u64().unwrap();
+    assert!(
+        evaluations > 0 && evaluations <= 4 * 43 * 6,
+        "{evaluations}"
+    );
     for key in ["family", "name", "fingerprint"] {
         assert!(json["model"].get(key).is_some(), "missing model.{key}");
     }
@@ -328,7 +343,9 @@ fn batched_equals_one_candidate_per_forward() {
         let mut upper = 1.0;
         (0..2)
             .map(|i| {
-                let r = engine.step(i, upper, &mut |_| {}).unwrap();
+                let r = engine
+                    .step(i, upper, &mut Memo::default(), &mut |_, _| Ok(()))
+                    .unwrap();
                 upper = r.step.sigma_hat;
                 (
                     r.step.sigma_hat,

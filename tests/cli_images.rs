@@ -284,3 +284,85 @@ fn bad_images_and_mismatched_vaes_are_clear_errors() {
     assert!(err.contains("must be a .png"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn calibrate_self_equals_generate_then_calibrate_images() {
+    // --self N: N images generated at the native resolution (image k from seed + k), downsampled
+    // and encoded, captioned by their prompt. The same images written by `generate` and read
+    // back through --images with those captions must give the very same table.
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = "a tiny test prompt";
+    let prompts = dir.path().join("prompts.txt");
+    std::fs::write(&prompts, format!("\n{prompt}\n\n")).unwrap();
+    let common = ["--max-sequence-length", "8", "--seed", "5"];
+    let calibrate = |data: &[&std::ffi::OsStr], out: &Path| {
+        let (code, err) = run(noiseshift()
+            .args(["calibrate", "--model"])
+            .arg(fixtures().join("sd3-pipeline-tiny"))
+            .args([
+                "--width",
+                "32",
+                "--height",
+                "32",
+                "--steps",
+                "2",
+                "--bootstrap",
+                "0",
+            ])
+            .args(common)
+            .args(data)
+            .arg("--out")
+            .arg(out));
+        assert_eq!(code, 0, "{err}");
+        err
+    };
+    let own = dir.path().join("self.json");
+    let log = calibrate(
+        &[
+            "--self".as_ref(),
+            "3".as_ref(),
+            "--prompts".as_ref(),
+            prompts.as_os_str(),
+        ],
+        &own,
+    );
+    assert!(log.contains("self-generating"), "{log}");
+
+    // The same images through generate (native 128 px, its default steps and guidance).
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let (code, err) = run(noiseshift()
+        .args(["generate", "--model"])
+        .arg(fixtures().join("sd3-pipeline-tiny"))
+        .args(["--prompt", prompt, "--batch", "3"])
+        .args(common)
+        .arg("--out")
+        .arg(images.join("img.png")));
+    assert_eq!(code, 0, "{err}");
+    let captions = dir.path().join("captions.tsv");
+    let lines: String = (0..3).map(|r| format!("img-{r}.png\t{prompt}\n")).collect();
+    std::fs::write(&captions, lines).unwrap();
+    let read_back = dir.path().join("images.json");
+    calibrate(
+        &[
+            "--images".as_ref(),
+            images.as_os_str(),
+            "--captions".as_ref(),
+            captions.as_os_str(),
+        ],
+        &read_back,
+    );
+    let (a, b) = (
+        noiseshift::noiseshift::table::Table::read(&own).unwrap(),
+        noiseshift::noiseshift::table::Table::read(&read_back).unwrap(),
+    );
+    assert_eq!(a.steps, b.steps);
+    assert!(
+        a.search
+            .dataset
+            .starts_with("self-generated: 3 images at 128x128 (seeds 5..=7")
+            && a.search.dataset.contains("prompts.txt (1 prompts"),
+        "{}",
+        a.search.dataset
+    );
+}

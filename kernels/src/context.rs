@@ -358,6 +358,13 @@ impl Gpu {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             sink.lock().expect("error sink").push(e.to_string());
         }));
+        // A lost device (driver reset, GPU removed, out of memory at the driver) is reported by
+        // the next flush or finish like any other asynchronous error, not as a panic.
+        let lost = errors.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let mut sink = lost.lock().unwrap_or_else(|p| p.into_inner());
+            sink.push(format!("the GPU device was lost ({reason:?}): {message}"));
+        });
 
         let info = adapter.get_info();
         let software = info.device_type == wgpu::DeviceType::Cpu;
@@ -872,6 +879,26 @@ mod tests {
         })
         .unwrap();
         assert_eq!(gpu.adapter.label(), last.label());
+    }
+
+    #[test]
+    fn a_lost_device_is_an_error_not_a_panic() {
+        for a in test_adapters() {
+            let gpu = Gpu::new(&GpuOptions {
+                device: Some(a.index.to_string()),
+                ..Default::default()
+            })
+            .unwrap();
+            let t = crate::Tensor::from_f32(&gpu, &[4], &[1.0; 4]).unwrap();
+            gpu.device.destroy();
+            let flushed = gpu.finish().and_then(|_| t.to_vec(&gpu).map(|_| ()));
+            match flushed {
+                Err(KernelError::Device(msg)) => {
+                    assert!(msg.contains("lost"), "{}: {msg}", a.label())
+                }
+                other => panic!("{}: {other:?}", a.label()),
+            }
+        }
     }
 
     #[test]

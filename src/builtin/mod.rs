@@ -14,6 +14,32 @@ use crate::weights::ModelPath;
 /// The name a MODEL argument uses for the built-in model, and its name in tables and reports.
 pub const NAME: &str = "builtin";
 
+/// Captions of the training grammar (src/builtin/train/data.py), the built-in model's prompts
+/// for `calibrate --self` when no --prompts is given: every shape and colour, sizes, positions,
+/// relations and backgrounds.
+pub const PROMPTS: &[&str] = &[
+    "a red circle",
+    "a blue square",
+    "a green triangle on a white background",
+    "a small yellow star on the left",
+    "a large purple ring on a black background",
+    "an orange cross at the top on a blue background",
+    "a white circle on a grey gradient background",
+    "a black square on the right on a yellow background",
+    "a large blue triangle at the bottom",
+    "a small green star on a red background",
+    "a yellow ring in the centre on a grey background",
+    "a purple cross on a white background",
+    "a red square above a blue circle",
+    "a small white star left of a large green ring on a black background",
+    "an orange triangle below a purple square",
+    "a green circle right of a yellow cross on a grey background",
+    "a large black ring on a white gradient background",
+    "a small orange circle on the right",
+    "a blue star on an orange background",
+    "a large red cross in the centre on a green background",
+];
+
 macro_rules! embed {
     ($($path:literal),* $(,)?) => {
         &[$(($path, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/builtin/model/", $path)) as &[u8])),*]

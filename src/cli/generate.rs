@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::prompts::TextArgs;
-use crate::cli::{check_output, check_size, open_gpu, open_vae, ranges};
+use crate::cli::{check_output, check_size, input_paths, open_gpu, open_vae, ranges};
 use crate::error::{Result, input};
 use crate::images::metadata::Metadata;
 use crate::images::output::{self, check_out};
@@ -22,7 +22,7 @@ use crate::weights::{Component, ConfigOverride, ModelPath, WeightSet};
 
 /// SD3-medium's defaults (REFERENCE.md), for models that record none.
 const DEFAULT_STEPS: usize = 28;
-const DEFAULT_GUIDANCE: f64 = 7.0;
+pub(crate) const DEFAULT_GUIDANCE: f64 = 7.0;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -185,14 +185,14 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
             "nothing to write: pass --out FILE.png, --output-latents FILE or --output-embeds FILE",
         );
     }
-    let mut inputs: Vec<&Path> = path
-        .transformer_files
-        .iter()
-        .map(PathBuf::as_path)
-        .collect();
-    inputs.extend(args.latents.as_deref());
-    inputs.extend(args.text.embeds.as_deref());
-    inputs.extend(args.config.as_deref());
+    let mut inputs = input_paths(
+        &path,
+        &[
+            args.latents.as_deref(),
+            args.text.embeds.as_deref(),
+            args.config.as_deref(),
+        ],
+    );
     let table_file = Path::new(&args.calibration);
     if !matches!(args.calibration.as_str(), "auto" | "none") {
         inputs.push(table_file);

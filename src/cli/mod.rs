@@ -56,6 +56,16 @@ pub struct ExportArgs {
     dir: std::path::PathBuf,
 }
 
+/// The files a run reads, which no output may overwrite: the model's transformer files and
+/// whichever of `extra` were given.
+pub(crate) fn input_paths<'a>(
+    model: &'a crate::weights::ModelPath,
+    extra: &[Option<&'a std::path::Path>],
+) -> Vec<&'a std::path::Path> {
+    let files = model.transformer_files.iter().map(|p| p.as_path());
+    files.chain(extra.iter().flatten().copied()).collect()
+}
+
 /// Open the adapter the user asked for.
 pub fn open_gpu(device: Option<&str>, profile: bool) -> Result<Gpu> {
     Ok(Gpu::new(&GpuOptions {

@@ -1,8 +1,9 @@
 //! Candidate grids: sigma + k * stride for integers k with |k * stride| <= window, clipped to
-//! the allowed range [0, upper]; if nothing is left, the single candidate min(sigma, upper).
+//! the allowed range [0, upper]; if nothing is left, the single candidate min(sigma, upper)
+//! (the centre, clamped to [0, upper]).
 
 /// Round to 1e-9 so that grids built from the same numbers compare equal.
-fn tidy(x: f64) -> f64 {
+pub fn tidy(x: f64) -> f64 {
     (x * 1e9).round() / 1e9
 }
 
@@ -32,7 +33,7 @@ impl Window {
         if c.is_empty() {
             // Rounding must not lift the fallback above the bound (a resumed table's sigma_hat
             // carries more digits than the grid).
-            vec![tidy(self.center.min(upper)).min(upper)]
+            vec![tidy(self.center.clamp(0.0, upper)).clamp(0.0, upper)]
         } else {
             c
         }

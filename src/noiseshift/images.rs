@@ -96,7 +96,7 @@ const PROMPTS_PER_RUN: usize = 16;
 
 /// Embeddings [N, L, D] and pooled [N, P] for `captions` (the empty prompt where None), each
 /// distinct caption encoded once.
-fn encode_captions(
+pub(crate) fn encode_captions(
     encoder: &PromptEncoder<'_>,
     captions: &[Option<String>],
 ) -> Result<(HostTensor, HostTensor)> {
@@ -259,29 +259,7 @@ pub fn dataset(gpu: &Gpu, vae: &Vae, req: &ImagesRequest<'_>) -> Result<Dataset>
             (embeds, pooled, negative, what.to_string())
         }
     };
-    let (mean, logvar) = tiling::encode_planned(gpu, vae, &images, req.tiling)?;
-    let z = if req.sample_latents {
-        // mean + exp(logvar / 2) eps, logvar clamped as diffusers does, eps seeded.
-        let mut rng = rand::rngs::StdRng::seed_from_u64(req.seed ^ 0x5eed_1a7e);
-        let data = mean
-            .data
-            .iter()
-            .zip(&logvar.data)
-            .map(|(m, v)| {
-                let e: f32 = StandardNormal.sample(&mut rng);
-                m + (0.5 * v.clamp(-30.0, 20.0)).exp() * e
-            })
-            .collect();
-        HostTensor::new(mean.shape.clone(), data)
-    } else {
-        mean
-    };
-    let c = &vae.config;
-    let (scale, shift) = (c.scaling_factor as f32, c.shift_factor as f32);
-    let x0 = HostTensor::new(
-        z.shape.clone(),
-        z.data.iter().map(|v| (v - shift) * scale).collect(),
-    );
+    let x0 = latents(gpu, vae, &images, req.seed, req.sample_latents, req.tiling)?;
     Ok(Dataset {
         noise: seeded_noise(req.seed, &x0.shape),
         x0,
@@ -299,4 +277,38 @@ pub fn dataset(gpu: &Gpu, vae: &Vae, req: &ImagesRequest<'_>) -> Result<Dataset>
             },
         ),
     })
+}
+
+/// Images [N, 3, H, W] in [-1, 1] to scaled latents x0: the VAE's mean, or with `sample` a
+/// seeded draw from its distribution (logvar clamped as diffusers does).
+pub(crate) fn latents(
+    gpu: &Gpu,
+    vae: &Vae,
+    images: &HostTensor,
+    seed: u64,
+    sample: bool,
+    tiling: TilingMode,
+) -> Result<HostTensor> {
+    let (mean, logvar) = tiling::encode_planned(gpu, vae, images, tiling)?;
+    let z = if sample {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_1a7e);
+        let data = mean
+            .data
+            .iter()
+            .zip(&logvar.data)
+            .map(|(m, v)| {
+                let e: f32 = StandardNormal.sample(&mut rng);
+                m + (0.5 * v.clamp(-30.0, 20.0)).exp() * e
+            })
+            .collect();
+        HostTensor::new(mean.shape.clone(), data)
+    } else {
+        mean
+    };
+    let c = &vae.config;
+    let (scale, shift) = (c.scaling_factor as f32, c.shift_factor as f32);
+    Ok(HostTensor::new(
+        z.shape.clone(),
+        z.data.iter().map(|v| (v - shift) * scale).collect(),
+    ))
 }

@@ -7,5 +7,6 @@ pub mod grid;
 pub mod images;
 pub mod plot;
 pub mod search;
+pub mod selfgen;
 pub mod table;
 pub mod velocity;

@@ -6,13 +6,22 @@
 //! device allows (each row with its own level); squared errors are reduced on the GPU to one
 //! number per row (candidate, sample), which is all that is read back. The same x0 and eps
 //! serve every candidate and step (common random numbers).
+//!
+//! Two searches share this engine: the exhaustive grid of NOISESHIFT.md (here) and the
+//! adaptive race (race.rs). Both only ever evaluate sample prefixes 0..n of a level, and every
+//! evaluated row is kept in a `Memo` that the caller may save: a resumed run replays the step
+//! from it, since each search is a pure function of those numbers.
+
+mod race;
+
+use std::collections::BTreeMap;
 
 use noiseshift_kernels::{Gpu, Tensor, ops};
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result, input};
 use crate::noiseshift::grid::Window;
-use crate::noiseshift::table::Step;
+use crate::noiseshift::table::{Adaptive, PartialLevel, Step};
 use crate::tensor_file::HostTensor;
 
 /// A velocity model as the search sees it: any family, or a closed form in tests.
@@ -31,8 +40,10 @@ pub struct SearchConfig {
     pub coarse_stride: f64,
     pub fine_window: f64,
     pub fine_stride: f64,
-    /// Repeat the coarse stage further out while its winner sits on the window's edge.
+    /// Repeat the coarse stage further out while its winner sits on the window's edge (grid).
     pub widen: bool,
+    /// The adaptive search's settings; None runs the exhaustive grid.
+    pub adaptive: Option<Adaptive>,
     /// Rows per model evaluation.
     pub batch: usize,
     /// Bootstrap resamples for the standard error of sigma_hat.
@@ -45,30 +56,76 @@ pub struct SearchConfig {
 pub struct StepResult {
     pub step: Step,
     pub coarse_winner: f64,
-    /// (candidate, loss) of each stage.
+    /// (candidate, mean loss over the samples it was scored on) of each stage.
     pub coarse: Vec<(f64, f64)>,
     pub fine: Vec<(f64, f64)>,
-    /// Rows (sample evaluations) the step cost.
+    /// Rows (candidate x sample evaluations) the step's search needed, resumed rows included.
     pub evaluations: usize,
 }
 
-/// Per-candidate losses of one stage: losses[c][s] for sample s.
-struct Evaluated {
-    levels: Vec<f64>,
-    per_sample: Vec<Vec<f64>>,
+/// Memo keys: levels rounded to 1e-9, as the grids round them.
+fn key(level: f64) -> i64 {
+    (level * 1e9).round() as i64
 }
 
-impl Evaluated {
-    fn mean(&self, c: usize) -> f64 {
-        let l = &self.per_sample[c];
-        l.iter().sum::<f64>() / l.len() as f64
+/// Per-sample losses of the step in progress: level -> losses of samples 0..len.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Memo {
+    rows: BTreeMap<i64, (f64, Vec<f64>)>,
+}
+
+impl Memo {
+    /// A saved step in progress (`Partial` of the table).
+    pub fn from_levels(levels: &[PartialLevel]) -> Memo {
+        let rows = levels
+            .iter()
+            .map(|l| (key(l.level), (l.level, l.losses.clone())))
+            .collect();
+        Memo { rows }
     }
 
-    fn pairs(&self) -> Vec<(f64, f64)> {
-        (0..self.levels.len())
-            .map(|c| (self.levels[c], self.mean(c)))
+    pub fn levels(&self) -> Vec<PartialLevel> {
+        self.rows
+            .values()
+            .map(|(level, losses)| PartialLevel {
+                level: *level,
+                losses: losses.clone(),
+            })
             .collect()
     }
+
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.rows.values().map(|(_, l)| l.len()).sum()
+    }
+
+    fn losses(&self, level: f64) -> &[f64] {
+        self.rows.get(&key(level)).map_or(&[], |(_, l)| l)
+    }
+
+    /// Mean loss of `level` over its first `n` samples (all it has when `n` is None).
+    fn mean(&self, level: f64, n: Option<usize>) -> f64 {
+        let l = self.losses(level);
+        let l = &l[..n.unwrap_or(l.len()).min(l.len())];
+        l.iter().sum::<f64>() / l.len().max(1) as f64
+    }
+
+    fn pairs(&self, levels: &[f64], n: Option<usize>) -> Vec<(f64, f64)> {
+        levels.iter().map(|&l| (l, self.mean(l, n))).collect()
+    }
+}
+
+/// Called after each model evaluation with the rows it ran and the memo as it now stands
+/// (progress, and saving the step in progress).
+pub type OnRows<'a> = dyn FnMut(usize, &Memo) -> Result<()> + 'a;
+
+/// The step being searched: its forward samples and the losses so far.
+struct StepState<'m, 'c> {
+    xi: Tensor,
+    /// dt^2 / elements per sample: turns a row's sum of squares into its x-space loss.
+    per_elem: f64,
+    memo: &'m mut Memo,
+    on_rows: &'m mut OnRows<'c>,
 }
 
 /// The winner: smallest loss, then nearest `sigma`; only among levels <= upper.
@@ -122,6 +179,18 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
                 "windows and strides must be positive, got {strides:?}"
             ));
         }
+        if let Some(a) = &config.adaptive {
+            if !(a.pilot_stride.is_finite() && a.pilot_stride > 0.0 && a.z.is_finite() && a.z > 0.0)
+            {
+                return input(format!(
+                    "the pilot stride and z must be positive, got {} and {}",
+                    a.pilot_stride, a.z
+                ));
+            }
+            if a.first_samples == 0 {
+                return input("the race's first samples must be at least 1");
+            }
+        }
         let diff: Vec<f32> = noise
             .data
             .iter()
@@ -147,64 +216,64 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
         self.config.sigmas.len() - 1
     }
 
-    /// Loss of every (level, sample) at step `i`; `done(rows)` after each model evaluation.
-    fn evaluate(
-        &self,
-        xi: &Tensor,
-        dt: f64,
-        levels: &[f64],
-        done: &mut dyn FnMut(usize),
-    ) -> Result<Evaluated> {
-        let s = self.samples();
-        let per_elem = dt * dt / (self.x0.data.len() / s) as f64;
-        let rows = levels.len() * s;
-        let mut sums = Vec::with_capacity(rows);
-        for start in (0..rows).step_by(self.config.batch) {
-            let end = (start + self.config.batch).min(rows);
-            let samples: Vec<usize> = (start..end).map(|r| r % s).collect();
-            let row_levels: Vec<f64> = (start..end).map(|r| levels[r / s]).collect();
-            let x = ops::layout::gather_batch(self.gpu, xi, &samples)?;
+    /// Make sure every level has losses for samples 0..upto, running only the missing rows.
+    fn evaluate(&self, st: &mut StepState<'_, '_>, levels: &[f64], upto: usize) -> Result<()> {
+        let todo: Vec<(f64, usize)> = levels
+            .iter()
+            .flat_map(|&l| (st.memo.losses(l).len()..upto).map(move |s| (l, s)))
+            .collect();
+        for rows in todo.chunks(self.config.batch) {
+            let samples: Vec<usize> = rows.iter().map(|r| r.1).collect();
+            let row_levels: Vec<f64> = rows.iter().map(|r| r.0).collect();
+            let x = ops::layout::gather_batch(self.gpu, &st.xi, &samples)?;
             let v = self.model.velocity(self.gpu, &x, &row_levels, &samples)?;
             let u = ops::layout::gather_batch(self.gpu, &self.target, &samples)?;
             let se = ops::reduce::squared_error_groups(self.gpu, &v, &u, 1)?;
             let got = se.to_vec(self.gpu)?;
             if let Some(k) = got.iter().position(|v| !v.is_finite()) {
-                let r = start + k;
                 return Err(Error::Input(format!(
                     "the loss of sample {} at level {} is not finite (NaN or Inf): check the model's \
                      weights (`inspect --check`) and the dataset's embeddings; a value past the f16 \
                      range is the other usual cause",
-                    r % s,
-                    levels[r / s]
+                    rows[k].1, rows[k].0
                 )));
             }
-            sums.extend(got.into_iter().map(|v| f64::from(v) * per_elem));
-            done(end - start);
+            for (&(level, _), loss) in rows.iter().zip(got) {
+                let entry = st
+                    .memo
+                    .rows
+                    .entry(key(level))
+                    .or_insert((level, Vec::new()));
+                entry.1.push(f64::from(loss) * st.per_elem);
+            }
+            (st.on_rows)(rows.len(), st.memo)?;
         }
-        let per_sample = sums.chunks(s).map(<[f64]>::to_vec).collect();
-        Ok(Evaluated {
-            levels: levels.to_vec(),
-            per_sample,
-        })
+        Ok(())
     }
 
-    /// Bootstrap over samples: the spread of the fine stage's winner.
-    fn stderr(&self, fine: &Evaluated, sigma: f64, upper: f64, step: usize) -> f64 {
-        let s = self.samples();
-        if s < 2 || self.config.bootstrap == 0 {
+    /// Bootstrap over the first `n` samples: the spread of the winner among `levels`.
+    fn stderr(
+        &self,
+        memo: &Memo,
+        levels: &[f64],
+        n: usize,
+        sigma: f64,
+        upper: f64,
+        step: usize,
+    ) -> f64 {
+        if n < 2 || self.config.bootstrap == 0 {
             return 0.0;
         }
         let mut rng =
             rand::rngs::StdRng::seed_from_u64(self.config.seed ^ (0x9e37_79b9 * (step as u64 + 1)));
         let mut picks = Vec::with_capacity(self.config.bootstrap);
         for _ in 0..self.config.bootstrap {
-            let draw: Vec<usize> = (0..s).map(|_| rng.random_range(0..s)).collect();
-            let pairs: Vec<(f64, f64)> = (0..fine.levels.len())
-                .map(|c| {
-                    (
-                        fine.levels[c],
-                        draw.iter().map(|&j| fine.per_sample[c][j]).sum::<f64>(),
-                    )
+            let draw: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
+            let pairs: Vec<(f64, f64)> = levels
+                .iter()
+                .map(|&l| {
+                    let losses = memo.losses(l);
+                    (l, draw.iter().map(|&j| losses[j]).sum::<f64>())
                 })
                 .collect();
             picks.push(pick(&pairs, sigma, upper).0);
@@ -213,11 +282,18 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
         (picks.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / (picks.len() - 1) as f64).sqrt()
     }
 
-    /// Calibrate step `i` with conditioning levels allowed in [0, upper].
-    pub fn step(&self, i: usize, upper: f64, done: &mut dyn FnMut(usize)) -> Result<StepResult> {
-        let c = &self.config;
-        let (sigma, sigma_next) = (c.sigmas[i], c.sigmas[i + 1]);
-        let dt = sigma_next - sigma;
+    /// Calibrate step `i` with conditioning levels allowed in [0, upper] (upper = sigma_hat of
+    /// step i - 1, or 1). `memo` holds the rows of this step already evaluated (empty, or what
+    /// an interrupted run saved); `on_rows` is told of each model evaluation.
+    pub fn step(
+        &self,
+        i: usize,
+        upper: f64,
+        memo: &mut Memo,
+        on_rows: &mut OnRows<'_>,
+    ) -> Result<StepResult> {
+        let sigma = self.config.sigmas[i];
+        let dt = self.config.sigmas[i + 1] - sigma;
         let xi_host: Vec<f32> = self
             .x0
             .data
@@ -225,8 +301,23 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
             .zip(&self.noise.data)
             .map(|(x, e)| ((1.0 - sigma) * f64::from(*x) + sigma * f64::from(*e)) as f32)
             .collect();
-        let xi = Tensor::from_f32(self.gpu, &self.x0.shape, &xi_host)?;
+        let mut st = StepState {
+            xi: Tensor::from_f32(self.gpu, &self.x0.shape, &xi_host)?,
+            per_elem: dt * dt / (self.x0.data.len() / self.samples()) as f64,
+            memo,
+            on_rows,
+        };
+        match &self.config.adaptive {
+            Some(a) => self.adaptive(i, upper, a, &mut st),
+            None => self.grid(i, upper, &mut st),
+        }
+    }
 
+    /// The exhaustive coarse-to-fine grid of NOISESHIFT.md, every candidate on every sample.
+    fn grid(&self, i: usize, upper: f64, st: &mut StepState<'_, '_>) -> Result<StepResult> {
+        let c = &self.config;
+        let (sigma, sigma_next) = (c.sigmas[i], c.sigmas[i + 1]);
+        let all = self.samples();
         // Coarse stage; sigma itself is always evaluated (for loss_nominal) even when out of range.
         let window = Window {
             center: sigma,
@@ -234,47 +325,35 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
             stride: c.coarse_stride,
         };
         let mut levels = window.candidates(upper);
-        // Grid values are rounded to 1e-9 (grid.rs), so sigma's own candidate may differ from it
-        // by that much.
-        let same = |l: f64| (l - sigma).abs() < 1e-9;
-        let nominal_extra = !levels.iter().any(|&l| same(l));
-        if nominal_extra {
-            levels.push(sigma);
-        }
-        let coarse = self.evaluate(&xi, dt, &levels, done)?;
-        let mut pairs = coarse.pairs();
-        let loss_nominal = pairs.iter().find(|p| same(p.0)).expect("evaluated").1;
-        if nominal_extra {
-            pairs.pop();
-        }
-        let mut evaluations = levels.len() * self.samples();
+        self.evaluate(st, &levels, all)?;
+        self.evaluate(st, &[sigma], all)?;
+        let loss_nominal = st.memo.mean(sigma, Some(all));
         let mut rings = 1;
-        let mut winner = pick(&pairs, sigma, upper);
+        let mut winner = pick(&st.memo.pairs(&levels, Some(all)), sigma, upper);
         while c.widen && window.on_edge(winner.0, rings, upper) {
             let more = window.next_out(rings, winner.0, upper);
             if more.is_empty() {
                 break;
             }
-            let extra = self.evaluate(&xi, dt, &more, done)?;
-            evaluations += more.len() * self.samples();
-            pairs.extend(extra.pairs());
-            pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            self.evaluate(st, &more, all)?;
+            levels.extend(more);
+            levels.sort_by(f64::total_cmp);
             rings += 1;
-            winner = pick(&pairs, sigma, upper);
+            winner = pick(&st.memo.pairs(&levels, Some(all)), sigma, upper);
         }
         let edge = window.on_edge(winner.0, rings, upper);
 
         // Fine stage around the coarse winner.
-        let fine_window = Window {
+        let fine_levels = Window {
             center: winner.0,
             half_width: c.fine_window,
             stride: c.fine_stride,
-        };
-        let fine_levels = fine_window.candidates(upper);
-        let fine = self.evaluate(&xi, dt, &fine_levels, done)?;
-        evaluations += fine_levels.len() * self.samples();
-        let fine_pairs = fine.pairs();
-        let (sigma_hat, loss_calibrated) = pick(&fine_pairs, sigma, upper);
+        }
+        .candidates(upper);
+        self.evaluate(st, &fine_levels, all)?;
+        let fine = st.memo.pairs(&fine_levels, Some(all));
+        let (sigma_hat, loss_calibrated) = pick(&fine, sigma, upper);
+        let coarse = st.memo.pairs(&levels, Some(all));
         Ok(StepResult {
             step: Step {
                 sigma,
@@ -282,22 +361,35 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
                 sigma_hat,
                 loss_nominal,
                 loss_calibrated,
-                candidates: pairs.len() + fine_pairs.len(),
-                sigma_hat_stderr: self.stderr(&fine, sigma, upper, i),
+                candidates: coarse.len() + fine.len(),
+                sigma_hat_stderr: self.stderr(st.memo, &fine_levels, all, sigma, upper, i),
                 edge,
             },
             coarse_winner: winner.0,
-            coarse: pairs,
-            fine: fine_pairs,
-            evaluations,
+            coarse,
+            fine,
+            evaluations: st.memo.rows(),
         })
     }
 
-    /// Rows one step costs at most (for progress totals).
-    pub fn rows_per_step(&self) -> usize {
+    /// Rows one step costs at most with the grid (for progress totals and comparisons).
+    pub fn grid_rows_per_step(&self) -> usize {
         let c = &self.config;
         let coarse = 2 * (c.coarse_window / c.coarse_stride + 1e-9).floor() as usize + 2;
         let fine = 2 * (c.fine_window / c.fine_stride + 1e-9).floor() as usize + 1;
         (coarse + fine) * self.samples()
+    }
+
+    /// Rows one step is expected to cost (progress totals; the adaptive search's is a guess).
+    pub fn rows_per_step(&self) -> usize {
+        match &self.config.adaptive {
+            Some(a) => {
+                let first = a.first_samples.min(self.samples());
+                let pilot =
+                    2 * (self.config.coarse_window / a.pilot_stride + 1e-9).floor() as usize + 1;
+                2 * pilot * first + 4 * self.samples()
+            }
+            None => self.grid_rows_per_step(),
+        }
     }
 }

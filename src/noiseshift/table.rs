@@ -34,6 +34,13 @@ pub struct Schedule {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Search {
+    /// "grid" (the exhaustive coarse-to-fine grid) or "adaptive"; tables from before the
+    /// adaptive search have no mode and were made by the grid.
+    #[serde(default = "grid_mode")]
+    pub mode: String,
+    /// The adaptive search's own settings (absent for the grid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<Adaptive>,
     pub coarse_window: f64,
     pub coarse_stride: f64,
     pub fine_window: f64,
@@ -43,6 +50,40 @@ pub struct Search {
     pub seed: u64,
     pub guidance: f64,
     pub dataset: String,
+}
+
+fn grid_mode() -> String {
+    "grid".into()
+}
+
+/// The adaptive search's settings (`calibrate --search adaptive`; search/race.rs says how each
+/// is used).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Adaptive {
+    /// Spacing of the pilot race's candidates across the coarse window.
+    pub pilot_stride: f64,
+    /// Samples every pilot candidate is first scored on; survivors get twice as many per round.
+    pub first_samples: usize,
+    /// A pilot candidate leaves the race once its paired mean loss difference to the current
+    /// best exceeds z standard errors.
+    pub z: f64,
+    /// Parabola steps on all samples after the pilot's prediction, at most.
+    pub refinements: usize,
+}
+
+/// The step in progress when a run stopped: every level evaluated so far with the losses of
+/// its first samples (the search only ever evaluates sample prefixes). `--resume` replays the
+/// step from these numbers, so a run stopped mid-race goes on where it was.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Partial {
+    pub step: usize,
+    pub levels: Vec<PartialLevel>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PartialLevel {
+    pub level: f64,
+    pub losses: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -71,6 +112,12 @@ pub struct Table {
     pub schedule: Schedule,
     pub search: Search,
     pub steps: Vec<Step>,
+    /// Model evaluations (candidate x sample rows) the search of the listed steps cost.
+    #[serde(default)]
+    pub evaluations: usize,
+    /// The step in progress of an interrupted run (absent once a table is complete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Partial>,
     pub device: String,
     pub elapsed_seconds: f64,
     pub created: String,
@@ -172,6 +219,35 @@ impl Table {
                 ));
             }
             bound = st.sigma_hat;
+        }
+        if let Some(p) = &self.partial {
+            if p.step != self.steps.len() {
+                return Err(format!(
+                    "partial.step {} is not the first missing step {}",
+                    p.step,
+                    self.steps.len()
+                ));
+            }
+            for (k, l) in p.levels.iter().enumerate() {
+                if !(l.level.is_finite() && (0.0..=1.0).contains(&l.level)) {
+                    return Err(format!(
+                        "partial.levels[{k}].level = {} is outside [0, 1]",
+                        l.level
+                    ));
+                }
+                if l.losses.len() > self.search.samples {
+                    return Err(format!(
+                        "partial.levels[{k}] has {} losses for {} samples",
+                        l.losses.len(),
+                        self.search.samples
+                    ));
+                }
+                if let Some(v) = l.losses.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+                    return Err(format!(
+                        "partial.levels[{k}] holds the loss {v}, not a finite non-negative number"
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -304,6 +380,8 @@ mod tests {
                 mu: None,
             },
             search: Search {
+                mode: "grid".into(),
+                adaptive: None,
                 coarse_window: 0.1,
                 coarse_stride: 0.01,
                 fine_window: 0.01,
@@ -328,6 +406,8 @@ mod tests {
                     edge: false,
                 })
                 .collect(),
+            evaluations: 0,
+            partial: None,
             device: "cpu".into(),
             elapsed_seconds: 0.0,
             created: now_utc(),

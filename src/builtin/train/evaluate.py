@@ -434,7 +434,7 @@ def make_grid(cells, prompts, resolutions, path, methods=("baseline", "noiseshif
     pad, head, left = 4, 34, 6
     cols = [(r, m) for r in resolutions for m in methods]
     W = left + len(cols) * (tile + pad) + 2 * pad * len(resolutions)
-    H = head + len(prompts) * (tile + pad) + 60
+    H = head + len(prompts) * (tile + pad) + 12 * len(prompts) + 12
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     x = left
@@ -450,8 +450,8 @@ def make_grid(cells, prompts, resolutions, path, methods=("baseline", "noiseshif
         x += tile + pad
     y = head + len(prompts) * (tile + pad) + 4
     for pi, p in enumerate(prompts):
-        d.text((left, y + 10 * pi if pi < 6 else y), f"row {pi + 1}: {p}", fill="black")
-    img = img.crop((0, 0, W, y + 10 * len(prompts) + 4))
+        d.text((left, y + 12 * pi), f"row {pi + 1}: {p}", fill="black")
+    img = img.crop((0, 0, W, y + 12 * len(prompts) + 6))
     img.save(path)
 
 

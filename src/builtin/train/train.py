@@ -164,6 +164,17 @@ def vae_psnr(vae, x):
     return float((10 * torch.log10(1 / mse)).mean())
 
 
+def resume(ck, model, opt, stage):
+    """Load a stage's checkpoint into model and optimiser; its dict, or None when there is none."""
+    if not ck.exists():
+        return None
+    st = torch.load(ck, weights_only=False)
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["opt"])
+    print(f"[{stage}] resumed at step {st['step']}", flush=True)
+    return st
+
+
 def stage_vae(run, args):
     s = run.s
     cfg = s["vae"]
@@ -171,13 +182,8 @@ def stage_vae(run, args):
     torch.manual_seed(s["seed"])
     vae = AutoencoderKL(**C.VAE_CONFIG)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg["lr"], betas=(0.9, 0.99), weight_decay=0.0)
-    step = 0
-    if ck.exists():
-        st = torch.load(ck, weights_only=False)
-        vae.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        step = st["step"]
-        print(f"[vae] resumed at step {step}", flush=True)
+    st = resume(ck, vae, opt, "vae")
+    step = st["step"] if st else 0
     curves = run.curves.setdefault("vae", {"train_loss": [], "val_psnr_128": []})
     xval = vae_eval_set(s)
     t_last, t0, acc = now(), now(), []
@@ -376,13 +382,10 @@ def stage_transformer(run, args, stage):
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.99), weight_decay=s["weight_decay"])
     ema = None
     step = 0
-    if ck.exists():
-        st = torch.load(ck, weights_only=False)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
+    st = resume(ck, model, opt, stage)
+    if st:
         ema = st["ema"]
         step = st["step"]
-        print(f"[{stage}] resumed at step {step}", flush=True)
     elif stage == "native":
         st = torch.load(run.root / "mixed_ckpt.pt", weights_only=False)
         model.load_state_dict(st["model"])
