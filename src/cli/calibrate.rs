@@ -111,7 +111,7 @@ pub struct Args {
     widen: bool,
     /// `grid`: every coarse and fine candidate on every sample (NOISESHIFT.md). `adaptive`: a
     /// pilot race on growing sample counts, then a few levels on all samples (BENCHMARKS.md:
-    /// about a fifth of the grid's evaluations, losses within 0.1 %, but sigma_hat differs from
+    /// about a quarter of the grid's evaluations, losses within 0.1 %, but sigma_hat differs from
     /// the grid's by more than a fine stride on half the steps, so it is not yet the default).
     #[arg(long, value_enum, default_value_t = SearchMode::Grid)]
     search: SearchMode,
