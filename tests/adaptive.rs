@@ -17,7 +17,6 @@ use noiseshift::noiseshift::table::Adaptive;
 use noiseshift::noiseshift::velocity::MmditVelocity;
 use noiseshift::schedule::sd3_sigmas;
 use noiseshift::tensor_file::HostTensor;
-use noiseshift_kernels::{Gpu, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal, StandardNormal};
@@ -104,35 +103,6 @@ fn compare(what: &str, grid: &[StepResult], adaptive: &[StepResult]) -> Agreemen
         100.0 * out.evaluations_ratio
     );
     out
-}
-
-/// a(sigma; s): the optimal linear velocity for data N(0, s^2), v = a x.
-fn a(sigma: f64, s: f64) -> f64 {
-    (sigma - (1.0 - sigma) * s * s) / ((1.0 - sigma).powi(2) * s * s + sigma * sigma)
-}
-
-/// A model that learned data std `s_m`: v(x, level) = a(level; s_m) x, row by row.
-struct Gaussian {
-    s_m: f64,
-}
-
-impl VelocityModel for Gaussian {
-    fn velocity(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        levels: &[f64],
-        _samples: &[usize],
-    ) -> noiseshift::Result<Tensor> {
-        let data = x.to_vec(gpu)?;
-        let row = data.len() / levels.len();
-        let v: Vec<f32> = data
-            .iter()
-            .enumerate()
-            .map(|(i, &xv)| (a(levels[i / row], self.s_m) * f64::from(xv)) as f32)
-            .collect();
-        Ok(Tensor::from_f32(gpu, x.shape(), &v)?)
-    }
 }
 
 /// Samples whose std is s_d times a per-sample factor in [1 - spread, 1 + spread] (images

@@ -8,43 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use noiseshift::noiseshift::search::{Engine, Memo, SearchConfig, VelocityModel};
+use noiseshift::noiseshift::search::{Engine, Memo, SearchConfig};
 use noiseshift::noiseshift::table::Table;
 use noiseshift::schedule::sd3_sigmas;
 use noiseshift::tensor_file::{self, HostTensor};
-use noiseshift_kernels::{Gpu, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
-
-/// a(sigma; s): the optimal linear velocity for data N(0, s^2), v = a x.
-fn a(sigma: f64, s: f64) -> f64 {
-    (sigma - (1.0 - sigma) * s * s) / ((1.0 - sigma).powi(2) * s * s + sigma * sigma)
-}
-
-/// A model that learned data std `s_m`: v(x, level) = a(level; s_m) x, row by row.
-struct Gaussian {
-    s_m: f64,
-}
-
-impl VelocityModel for Gaussian {
-    fn velocity(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        levels: &[f64],
-        _samples: &[usize],
-    ) -> noiseshift::Result<Tensor> {
-        let data = x.to_vec(gpu)?;
-        let row = data.len() / levels.len();
-        let v: Vec<f32> = data
-            .iter()
-            .enumerate()
-            .map(|(i, &xv)| (a(levels[i / row], self.s_m) * f64::from(xv)) as f32)
-            .collect();
-        Ok(Tensor::from_f32(gpu, x.shape(), &v)?)
-    }
-}
 
 fn gaussian_data(s_d: f64, samples: usize, seed: u64) -> (HostTensor, HostTensor) {
     let mut rng = StdRng::seed_from_u64(seed);

@@ -251,6 +251,24 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
         Ok(())
     }
 
+    /// The standard deviation of `stat` over bootstrap resamples of samples 0..n (seeded per
+    /// step); `stat` gets each resample's sample indices.
+    fn bootstrap(&self, n: usize, step: usize, mut stat: impl FnMut(&[usize]) -> f64) -> f64 {
+        if n < 2 || self.config.bootstrap == 0 {
+            return 0.0;
+        }
+        let mut rng =
+            rand::rngs::StdRng::seed_from_u64(self.config.seed ^ (0x9e37_79b9 * (step as u64 + 1)));
+        let picks: Vec<f64> = (0..self.config.bootstrap)
+            .map(|_| {
+                let draw: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
+                stat(&draw)
+            })
+            .collect();
+        let mean = picks.iter().sum::<f64>() / picks.len() as f64;
+        (picks.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / (picks.len() - 1) as f64).sqrt()
+    }
+
     /// Bootstrap over the first `n` samples: the spread of the winner among `levels`.
     fn stderr(
         &self,
@@ -261,14 +279,7 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
         upper: f64,
         step: usize,
     ) -> f64 {
-        if n < 2 || self.config.bootstrap == 0 {
-            return 0.0;
-        }
-        let mut rng =
-            rand::rngs::StdRng::seed_from_u64(self.config.seed ^ (0x9e37_79b9 * (step as u64 + 1)));
-        let mut picks = Vec::with_capacity(self.config.bootstrap);
-        for _ in 0..self.config.bootstrap {
-            let draw: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
+        self.bootstrap(n, step, |draw| {
             let pairs: Vec<(f64, f64)> = levels
                 .iter()
                 .map(|&l| {
@@ -276,10 +287,8 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
                     (l, draw.iter().map(|&j| losses[j]).sum::<f64>())
                 })
                 .collect();
-            picks.push(pick(&pairs, sigma, upper).0);
-        }
-        let mean = picks.iter().sum::<f64>() / picks.len() as f64;
-        (picks.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / (picks.len() - 1) as f64).sqrt()
+            pick(&pairs, sigma, upper).0
+        })
     }
 
     /// Calibrate step `i` with conditioning levels allowed in [0, upper] (upper = sigma_hat of

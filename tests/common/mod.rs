@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use noiseshift::models::mmdit::{Mmdit, TextConditioning};
+use noiseshift::noiseshift::search::VelocityModel;
 use noiseshift::tensor_file::{self, HostTensor};
 use noiseshift::weights::{ModelPath, WeightSet};
-use noiseshift_kernels::{Gpu, GpuOptions, test_adapters};
+use noiseshift_kernels::{Gpu, GpuOptions, Tensor, test_adapters};
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -90,4 +91,33 @@ pub fn read_png(path: &Path) -> (Vec<u8>, std::collections::HashMap<String, Stri
 pub fn max_level_difference(a: &[u8], b: &[u8]) -> u8 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap()
+}
+
+/// a(sigma; s): the optimal linear velocity for data N(0, s^2), v = a x.
+pub fn a(sigma: f64, s: f64) -> f64 {
+    (sigma - (1.0 - sigma) * s * s) / ((1.0 - sigma).powi(2) * s * s + sigma * sigma)
+}
+
+/// A model that learned data std `s_m`: v(x, level) = a(level; s_m) x, row by row.
+pub struct Gaussian {
+    pub s_m: f64,
+}
+
+impl VelocityModel for Gaussian {
+    fn velocity(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        levels: &[f64],
+        _samples: &[usize],
+    ) -> noiseshift::Result<Tensor> {
+        let data = x.to_vec(gpu)?;
+        let row = data.len() / levels.len();
+        let v: Vec<f32> = data
+            .iter()
+            .enumerate()
+            .map(|(i, &xv)| (a(levels[i / row], self.s_m) * f64::from(xv)) as f32)
+            .collect();
+        Ok(Tensor::from_f32(gpu, x.shape(), &v)?)
+    }
 }

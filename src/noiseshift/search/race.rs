@@ -23,8 +23,6 @@
 //! fine_stride, within the same bound u_i, with the grid's tie rules; loss_nominal and
 //! loss_calibrated are means over all samples, as the grid's are.
 
-use rand::{Rng, SeedableRng};
-
 use super::{Engine, Memo, StepResult, StepState, VelocityModel, key, pick};
 use crate::error::Result;
 use crate::noiseshift::grid::{Window, tidy};
@@ -74,6 +72,15 @@ fn nearest3(levels: &[f64], best: f64) -> Option<[f64; 3]> {
     let mut three: [f64; 3] = by.get(..3)?.try_into().ok()?;
     three.sort_by(f64::total_cmp);
     Some(three)
+}
+
+/// The levels of `levels` inside the bound.
+fn within(levels: &[f64], upper: f64) -> Vec<f64> {
+    levels
+        .iter()
+        .copied()
+        .filter(|&l| l <= upper + 1e-12)
+        .collect()
 }
 
 impl<M: VelocityModel> Engine<'_, M> {
@@ -148,11 +155,7 @@ impl<M: VelocityModel> Engine<'_, M> {
             }
             self.evaluate(st, &[next], all)?;
             full.push(next);
-            let in_range: Vec<f64> = full
-                .iter()
-                .copied()
-                .filter(|&l| l <= upper + 1e-12)
-                .collect();
+            let in_range: Vec<f64> = within(&full, upper);
             let best = pick(&st.memo.pairs(&in_range, Some(all)), sigma, upper).0;
             let mean = |l| st.memo.mean(l, Some(all));
             let guess = match nearest3(&full, best) {
@@ -180,11 +183,7 @@ impl<M: VelocityModel> Engine<'_, M> {
         // Downhill on the fine lattice until both neighbours of the best are worse: a local
         // minimum of the loss over all samples, as the grid's answer is.
         for _ in 0..=a.refinements {
-            let in_range: Vec<f64> = full
-                .iter()
-                .copied()
-                .filter(|&l| l <= upper + 1e-12)
-                .collect();
+            let in_range: Vec<f64> = within(&full, upper);
             if in_range.is_empty() {
                 break;
             }
@@ -202,11 +201,7 @@ impl<M: VelocityModel> Engine<'_, M> {
             self.evaluate(st, &fresh, all)?;
             full.extend(fresh);
         }
-        let in_range: Vec<f64> = full
-            .iter()
-            .copied()
-            .filter(|&l| l <= upper + 1e-12)
-            .collect();
+        let in_range: Vec<f64> = within(&full, upper);
         let (sigma_hat, loss_calibrated) = if in_range.is_empty() {
             // Only sigma, above the bound, was scored: the bound itself.
             self.evaluate(st, &[upper], all)?;
@@ -247,23 +242,14 @@ impl<M: VelocityModel> Engine<'_, M> {
         let Some(three) = nearest3(full, sigma_hat) else {
             return 0.0;
         };
-        if all < 2 || self.config.bootstrap == 0 {
-            return 0.0;
-        }
-        let mut rng =
-            rand::rngs::StdRng::seed_from_u64(self.config.seed ^ (0x9e37_79b9 * (step as u64 + 1)));
-        let mut picks = Vec::with_capacity(self.config.bootstrap);
-        for _ in 0..self.config.bootstrap {
-            let draw: Vec<usize> = (0..all).map(|_| rng.random_range(0..all)).collect();
+        self.bootstrap(all, step, |draw| {
             let p = three.map(|l| {
                 let losses = memo.losses(l);
                 (l, draw.iter().map(|&j| losses[j]).sum::<f64>() / all as f64)
             });
             let v = vertex3(p).unwrap_or(sigma_hat).clamp(0.0, upper);
-            picks.push(v.clamp(three[0], three[2]));
-        }
-        let mean = picks.iter().sum::<f64>() / picks.len() as f64;
-        (picks.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / (picks.len() - 1) as f64).sqrt()
+            v.clamp(three[0], three[2])
+        })
     }
 }
 
