@@ -127,7 +127,7 @@ fn gaussian_data(s_d: f64, spread: f64, samples: usize, seed: u64) -> (HostTenso
 }
 
 #[test]
-fn closed_form_many_pairs_and_schedules_meet_the_bar() {
+fn closed_form_many_pairs_and_schedules_against_the_grid() {
     let gpu = gpu();
     // (s_d, s_m, spread, steps, shift): data quieter and noisier than the model believes, little
     // and much variation between samples, short and long schedules, flat and shifted.
@@ -196,7 +196,7 @@ fn fixture_velocity<'a>(
 }
 
 #[test]
-fn tiny_sd3_and_sd35_meet_the_bar() {
+fn tiny_sd3_and_sd35_against_the_grid() {
     let gpu = gpu();
     for name in ["sd3-tiny", "sd35-tiny"] {
         let model = load_model(&gpu, name);
