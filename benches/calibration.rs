@@ -8,9 +8,9 @@
 mod common;
 
 use common::{gpu, sd3_medium_random, warm_up};
-use noiseshift::models::mmdit::Mmdit;
+use noiseshift::models::transformer::{Placement, Transformer};
 use noiseshift::noiseshift::search::{Engine, Memo, SearchConfig, VelocityModel};
-use noiseshift::noiseshift::velocity::MmditVelocity;
+use noiseshift::noiseshift::velocity::TransformerVelocity;
 use noiseshift::schedule::sd3_sigmas;
 use noiseshift::tensor_file::HostTensor;
 use noiseshift::weights::{ModelPath, WeightSet};
@@ -32,16 +32,18 @@ fn main() {
     let gpu = gpu();
     let path = ModelPath::resolve(&sd3_medium_random()).unwrap();
     let weights = WeightSet::open(&path.transformer_files).unwrap();
-    let model = Mmdit::load(&gpu, &weights, path.config.as_ref()).unwrap();
+    let model =
+        Transformer::load(&gpu, &weights, path.config.as_ref(), Placement::RESIDENT).unwrap();
     let samples: usize = std::env::var("NOISESHIFT_BENCH_SAMPLES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let velocity = MmditVelocity::new(
+    let velocity = TransformerVelocity::new(
         &model,
         noise(&[samples, 333, 4096], 1),
         noise(&[samples, 2048], 2),
         None,
+        1.0,
     );
     // A small stage: 3 coarse and 3 fine candidates (the default grid has 21 + 21).
     let config = |batch| SearchConfig {

@@ -9,7 +9,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{gpu, sd3_medium_random, time, warm_up};
-use noiseshift::models::mmdit::{Mmdit, TextConditioning};
+use noiseshift::models::joint::TextConditioning;
+use noiseshift::models::mmdit::Mmdit;
 use noiseshift::weights::{ModelPath, WeightSet};
 use noiseshift_kernels::ops::{self, Act};
 use noiseshift_kernels::{DType, Gpu, Matrix, MatrixLayout, Tensor};

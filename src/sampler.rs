@@ -1,11 +1,13 @@
 //! The Euler sampler: x <- x + (sigma_next - sigma) v(x, conditioning level), with classifier-free
-//! guidance as one batch of [unconditional, conditional] rows, and NoiseShift's calibrated
-//! conditioning levels (the model sees sigma_hat_i while the update uses the true sigmas).
+//! guidance as one batch of [unconditional, conditional] rows (SD3; FLUX.1-dev takes guidance
+//! as an input instead), and NoiseShift's calibrated conditioning levels (the model sees
+//! sigma_hat_i while the update uses the true sigmas).
 
 use noiseshift_kernels::{Gpu, Tensor, ops};
 
 use crate::error::{Error, Result, input};
-use crate::models::mmdit::{Mmdit, TextConditioning};
+use crate::models::joint::TextConditioning;
+use crate::models::transformer::Transformer;
 
 /// What the sampler needs per step.
 pub struct Plan<'a> {
@@ -13,7 +15,8 @@ pub struct Plan<'a> {
     pub sigmas: &'a [f64],
     /// N conditioning levels (the sigmas themselves, or a calibration table's sigma_hat).
     pub levels: &'a [f64],
-    /// Guidance scale; <= 1 means a single conditional pass.
+    /// Guidance scale: for SD3, <= 1 means a single conditional pass; FLUX.1-dev's embedded
+    /// guidance.
     pub guidance: f64,
 }
 
@@ -26,7 +29,7 @@ pub struct Prompts {
 /// Run the sampler from `latents` [B, C, H, W]; `on_step(i)` is called after each step.
 pub fn sample(
     gpu: &Gpu,
-    model: &Mmdit,
+    model: &Transformer,
     latents: &Tensor,
     prompts: &Prompts,
     plan: &Plan<'_>,
@@ -37,7 +40,7 @@ pub fn sample(
         return input(format!("{} sigmas for {steps} steps", plan.sigmas.len()));
     }
     let b = latents.shape()[0];
-    let guided = plan.guidance > 1.0;
+    let guided = model.config().cfg(plan.guidance);
     // With guidance the batch is [uncond rows, cond rows]; the text conditioning is stacked once.
     let stacked;
     let text = if guided {
@@ -54,11 +57,7 @@ pub fn sample(
     for i in 0..steps {
         let dt = plan.sigmas[i + 1] - plan.sigmas[i];
         let levels = vec![plan.levels[i]; b];
-        let v = if guided {
-            model.forward_guided(gpu, &x, &levels, text, plan.guidance as f32)?
-        } else {
-            model.forward(gpu, &x, &levels, text)?
-        };
+        let v = model.velocity(gpu, &x, &levels, text, plan.guidance)?;
         ops::euler::euler_step(gpu, &x, &v, dt as f32)?;
         gpu.flush()?;
         if !all_finite(gpu, &x, &zeros)? {

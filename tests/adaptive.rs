@@ -14,7 +14,7 @@ mod common;
 use common::*;
 use noiseshift::noiseshift::search::{Engine, Memo, SearchConfig, StepResult, VelocityModel};
 use noiseshift::noiseshift::table::Adaptive;
-use noiseshift::noiseshift::velocity::MmditVelocity;
+use noiseshift::noiseshift::velocity::TransformerVelocity;
 use noiseshift::schedule::sd3_sigmas;
 use noiseshift::tensor_file::HostTensor;
 use rand::rngs::StdRng;
@@ -169,9 +169,9 @@ fn closed_form_many_pairs_and_schedules_against_the_grid() {
 /// A dataset with enough samples that the race has work to do: random latents at the fixture
 /// model's size and the fixture's embeddings repeated.
 fn fixture_velocity<'a>(
-    model: &'a noiseshift::models::mmdit::Mmdit,
+    model: &'a noiseshift::models::transformer::Transformer,
     samples: usize,
-) -> (MmditVelocity<'a>, HostTensor, HostTensor) {
+) -> (TransformerVelocity<'a>, HostTensor, HostTensor) {
     let mut t = read(&fixtures().join("calibration/dataset.safetensors"));
     let x0 = t.remove("x0").unwrap();
     let (embeds, pooled) = (
@@ -187,7 +187,8 @@ fn fixture_velocity<'a>(
         .map(|_| 0.8 * Distribution::<f32>::sample(&StandardNormal, &mut rng))
         .collect();
     let e: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
-    let velocity = MmditVelocity::new(model, embeds.gather(&rows), pooled.gather(&rows), None);
+    let velocity =
+        TransformerVelocity::new(model, embeds.gather(&rows), pooled.gather(&rows), None, 1.0);
     (
         velocity,
         HostTensor::new(shape.clone(), x),

@@ -166,17 +166,10 @@ fn fixture_dataset() -> PathBuf {
     fixtures().join("calibration/dataset.safetensors")
 }
 
-fn noiseshift() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_noiseshift"));
-    c.env_remove("NOISESHIFT_DEVICE")
-        .env_remove("NOISESHIFT_MODEL");
-    c
-}
-
 /// `noiseshift calibrate` on sd3-tiny at 64x64, shift 3, with data arguments `data`
 /// (`--dataset FILE` or `--images DIR`), then `extra`, writing to `out`.
 fn calibrate_cmd(data: &[&std::ffi::OsStr], out: &Path, extra: &[&str]) -> Command {
-    let mut c = noiseshift();
+    let mut c = noiseshift_cmd();
     c.args(["calibrate", "--model"])
         .arg(fixtures().join("sd3-tiny"))
         .args(["--width", "64", "--height", "64", "--shift", "3"])
@@ -294,11 +287,12 @@ fn batched_equals_one_candidate_per_forward() {
     let x0 = t.remove("x0").unwrap();
     let noise = t.remove("noise").unwrap();
     let samples = x0.shape[0];
-    let velocity = noiseshift::noiseshift::velocity::MmditVelocity::new(
+    let velocity = noiseshift::noiseshift::velocity::TransformerVelocity::new(
         &model,
         t.remove("prompt_embeds").unwrap(),
         t.remove("pooled_prompt_embeds").unwrap(),
         None,
+        1.0,
     );
     let sigmas = sd3_sigmas(3, 3.0);
     let run = |batch: usize| {
@@ -362,7 +356,7 @@ fn identity_table_reproduces_uncalibrated_generation() {
     table.write(&out).unwrap();
     let generate = |calibration: &str, name: &str| {
         let path = dir.path().join(name);
-        let o = noiseshift()
+        let o = noiseshift_cmd()
             .args(["generate", "--model"])
             .arg(fixtures().join("sd3-tiny"))
             .arg("--embeds")
@@ -402,7 +396,7 @@ fn identity_table_reproduces_uncalibrated_generation() {
     shifted.write(&out).unwrap();
     let (moved, _) = generate(out.to_str().unwrap(), "moved.safetensors");
     assert_ne!(plain, moved);
-    let o = noiseshift()
+    let o = noiseshift_cmd()
         .args(["generate", "--model"])
         .arg(fixtures().join("sd3-tiny"))
         .arg("--embeds")
@@ -655,7 +649,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
     .unwrap();
     let case = fixtures().join("generate/sd3-tiny-8x8-b1");
     let latents = dir.path().join("latents.safetensors");
-    let o = noiseshift()
+    let o = noiseshift_cmd()
         .args(["generate", "--model"])
         .arg(fixtures().join("sd3-tiny"))
         .arg("--embeds")

@@ -5,16 +5,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
-
-fn noiseshift() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_noiseshift"));
-    c.env_remove("NOISESHIFT_DEVICE")
-        .env_remove("NOISESHIFT_MODEL");
-    c
-}
 
 fn run_case(case: &str) {
     let dir = fixtures().join("generate").join(case);
@@ -22,7 +14,7 @@ fn run_case(case: &str) {
         serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let out_file = out.path().join("latents.safetensors");
-    let status = noiseshift()
+    let status = noiseshift_cmd()
         .args(["generate", "--model"])
         .arg(fixtures().join(spec["model"].as_str().unwrap()))
         .arg("--embeds")
@@ -76,7 +68,7 @@ fn sd35_single_file_cfg() {
 /// Run generate with `extra` args on the sd3 fixture; returns (exit code, stderr).
 fn generate_err(extra: &[&str], output: &Path) -> (i32, String) {
     let case = fixtures().join("generate/sd3-tiny-8x8-b1");
-    let o = noiseshift()
+    let o = noiseshift_cmd()
         .args(["generate", "--model"])
         .arg(fixtures().join("sd3-tiny"))
         .arg("--embeds")
@@ -137,7 +129,7 @@ fn bad_requests_are_clear_errors_and_write_nothing() {
     );
     assert_eq!(code, 0, "{err}");
     std::fs::remove_file(&out).unwrap();
-    let o = noiseshift()
+    let o = noiseshift_cmd()
         .args(["generate", "--model"])
         .arg(fixtures().join("sd3-tiny"))
         .arg("--embeds")
@@ -166,7 +158,7 @@ fn bad_requests_are_clear_errors_and_write_nothing() {
     );
     assert!(!out.exists());
     // --prompt on a model without text encoders names what is missing.
-    let o = noiseshift()
+    let o = noiseshift_cmd()
         .args(["generate", "--model"])
         .arg(fixtures().join("sd3-tiny"))
         .args(["--prompt", "a cat", "--guidance", "1", "--output-latents"])
@@ -192,7 +184,7 @@ fn prompt_case(case: &str, model: &[&str]) {
     );
     let image = out.path().join("x.png");
     let expected_png = dir.join("expected.png");
-    let mut cmd = noiseshift();
+    let mut cmd = noiseshift_cmd();
     cmd.args(["generate", "--model"])
         .arg(fixtures().join(model[0]))
         .args(model[1..].iter().map(|a| match a.starts_with("--") {

@@ -5,16 +5,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
-
-fn noiseshift() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_noiseshift"));
-    c.env_remove("NOISESHIFT_DEVICE")
-        .env_remove("NOISESHIFT_MODEL");
-    c
-}
 
 fn case() -> std::path::PathBuf {
     fixtures().join("generate/sd3-tiny-8x8-b1")
@@ -24,36 +16,31 @@ fn pipeline() -> std::path::PathBuf {
     fixtures().join("vae/sd3-pipeline")
 }
 
-fn run(cmd: &mut Command) -> (i32, String) {
-    let o = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    (o.status.code().unwrap_or(-1), err)
-}
-
 #[test]
 fn generate_out_matches_diffusers_decoded_image_and_carries_the_parameters() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.png");
-    let (code, err) = run(noiseshift()
-        .args(["generate", "--model"])
-        .arg(pipeline())
-        .arg("--embeds")
-        .arg(case().join("embeds.safetensors"))
-        .arg("--latents")
-        .arg(case().join("latents.safetensors"))
-        .args([
-            "--steps",
-            "4",
-            "--guidance",
-            "1",
-            "--shift",
-            "3",
-            "--calibration",
-            "none",
-            "--out",
-        ])
-        .arg(&out));
+    let (code, err) = run_cmd(
+        noiseshift_cmd()
+            .args(["generate", "--model"])
+            .arg(pipeline())
+            .arg("--embeds")
+            .arg(case().join("embeds.safetensors"))
+            .arg("--latents")
+            .arg(case().join("latents.safetensors"))
+            .args([
+                "--steps",
+                "4",
+                "--guidance",
+                "1",
+                "--shift",
+                "3",
+                "--calibration",
+                "none",
+                "--out",
+            ])
+            .arg(&out),
+    );
     assert_eq!(code, 0, "{err}");
     let (ours, text) = read_png(&out);
     let (want, _) = read_png(&pipeline().join("expected.png"));
@@ -86,24 +73,26 @@ fn generate_out_matches_diffusers_decoded_image_and_carries_the_parameters() {
 fn batch_rows_equal_single_runs_of_seed_plus_r_and_decode_reproduces_images() {
     let dir = tempfile::tempdir().unwrap();
     let generate = |out: &Path, seed: &str, batch: &str, extra: &[&str]| {
-        let (code, err) = run(noiseshift()
-            .args(["generate", "--model"])
-            .arg(pipeline())
-            .arg("--embeds")
-            .arg(case().join("embeds.safetensors"))
-            .args([
-                "--steps",
-                "2",
-                "--guidance",
-                "1",
-                "--width",
-                "32",
-                "--height",
-                "48",
-            ])
-            .args(["--seed", seed, "--batch", batch, "--out"])
-            .arg(out)
-            .args(extra));
+        let (code, err) = run_cmd(
+            noiseshift_cmd()
+                .args(["generate", "--model"])
+                .arg(pipeline())
+                .arg("--embeds")
+                .arg(case().join("embeds.safetensors"))
+                .args([
+                    "--steps",
+                    "2",
+                    "--guidance",
+                    "1",
+                    "--width",
+                    "32",
+                    "--height",
+                    "48",
+                ])
+                .args(["--seed", seed, "--batch", batch, "--out"])
+                .arg(out)
+                .args(extra),
+        );
         assert_eq!(code, 0, "{err}");
     };
     let latents = dir.path().join("l.safetensors");
@@ -125,13 +114,15 @@ fn batch_rows_equal_single_runs_of_seed_plus_r_and_decode_reproduces_images() {
     let (grid, _) = read_png(&dir.path().join("b-grid.png"));
     assert_eq!(grid.len(), (2 * 32 + 4) * 48 * 3, "two cells side by side");
     // decode of the written latents gives the same images.
-    let (code, err) = run(noiseshift()
-        .args(["decode", "--model"])
-        .arg(pipeline())
-        .arg("--latents")
-        .arg(&latents)
-        .arg("--out")
-        .arg(dir.path().join("d.png")));
+    let (code, err) = run_cmd(
+        noiseshift_cmd()
+            .args(["decode", "--model"])
+            .arg(pipeline())
+            .arg("--latents")
+            .arg(&latents)
+            .arg("--out")
+            .arg(dir.path().join("d.png")),
+    );
     assert_eq!(code, 0, "{err}");
     let (decoded, text) = read_png(&dir.path().join("d-1.png"));
     assert_eq!(decoded, row1);
@@ -142,27 +133,29 @@ fn batch_rows_equal_single_runs_of_seed_plus_r_and_decode_reproduces_images() {
 fn calibrate_from_an_images_folder() {
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("t.json");
-    let (code, err) = run(noiseshift()
-        .args(["calibrate", "--model"])
-        .arg(pipeline())
-        .args([
-            "--width",
-            "32",
-            "--height",
-            "32",
-            "--steps",
-            "2",
-            "--bootstrap",
-            "0",
-        ])
-        .arg("--images")
-        .arg(fixtures().join("vae/images"))
-        .arg("--captions")
-        .arg(fixtures().join("vae/images/captions.jsonl"))
-        .arg("--embeds")
-        .arg(case().join("embeds.safetensors"))
-        .arg("--out")
-        .arg(&table));
+    let (code, err) = run_cmd(
+        noiseshift_cmd()
+            .args(["calibrate", "--model"])
+            .arg(pipeline())
+            .args([
+                "--width",
+                "32",
+                "--height",
+                "32",
+                "--steps",
+                "2",
+                "--bootstrap",
+                "0",
+            ])
+            .arg("--images")
+            .arg(fixtures().join("vae/images"))
+            .arg("--captions")
+            .arg(fixtures().join("vae/images/captions.jsonl"))
+            .arg("--embeds")
+            .arg(case().join("embeds.safetensors"))
+            .arg("--out")
+            .arg(&table),
+    );
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("d_small.png (20x24) is smaller than 32x32: upscaled"),
@@ -180,26 +173,28 @@ fn calibrate_images_with_captions_through_the_text_encoders() {
     // with guidance) are encoded, no --embeds needed.
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("t.json");
-    let (code, err) = run(noiseshift()
-        .args(["calibrate", "--model"])
-        .arg(fixtures().join("sd3-pipeline-tiny"))
-        .args([
-            "--width",
-            "32",
-            "--height",
-            "32",
-            "--steps",
-            "2",
-            "--bootstrap",
-            "0",
-        ])
-        .args(["--guidance", "2", "--max-sequence-length", "8"])
-        .arg("--images")
-        .arg(fixtures().join("vae/images"))
-        .arg("--captions")
-        .arg(fixtures().join("vae/images/captions.jsonl"))
-        .arg("--out")
-        .arg(&table));
+    let (code, err) = run_cmd(
+        noiseshift_cmd()
+            .args(["calibrate", "--model"])
+            .arg(fixtures().join("sd3-pipeline-tiny"))
+            .args([
+                "--width",
+                "32",
+                "--height",
+                "32",
+                "--steps",
+                "2",
+                "--bootstrap",
+                "0",
+            ])
+            .args(["--guidance", "2", "--max-sequence-length", "8"])
+            .arg("--images")
+            .arg(fixtures().join("vae/images"))
+            .arg("--captions")
+            .arg(fixtures().join("vae/images/captions.jsonl"))
+            .arg("--out")
+            .arg(&table),
+    );
     assert_eq!(code, 0, "{err}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&table).unwrap()).unwrap();
@@ -216,16 +211,18 @@ fn bad_images_and_mismatched_vaes_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("never.json");
     let calibrate = |images: &Path, extra: &[&str]| {
-        run(noiseshift()
-            .args(["calibrate", "--model"])
-            .arg(pipeline())
-            .args([
-                "--width", "32", "--height", "32", "--steps", "1", "--images",
-            ])
-            .arg(images)
-            .arg("--out")
-            .arg(&table)
-            .args(extra))
+        run_cmd(
+            noiseshift_cmd()
+                .args(["calibrate", "--model"])
+                .arg(pipeline())
+                .args([
+                    "--width", "32", "--height", "32", "--steps", "1", "--images",
+                ])
+                .arg(images)
+                .arg("--out")
+                .arg(&table)
+                .args(extra),
+        )
     };
     let embeds = case().join("embeds.safetensors");
     let embeds = embeds.to_str().unwrap();
@@ -261,25 +258,29 @@ fn bad_images_and_mismatched_vaes_are_clear_errors() {
     std::os::unix::fs::symlink(pipeline().join("transformer"), bad.join("transformer")).unwrap();
     std::os::unix::fs::symlink(fixtures().join("vae/quant-tiny-vae"), bad.join("vae")).unwrap();
     let out = dir.path().join("x.png");
-    let (code, err) = run(noiseshift()
-        .args(["generate", "--model"])
-        .arg(&bad)
-        .arg("--embeds")
-        .arg(case().join("embeds.safetensors"))
-        .args(["--steps", "1", "--guidance", "1", "--out"])
-        .arg(&out));
+    let (code, err) = run_cmd(
+        noiseshift_cmd()
+            .args(["generate", "--model"])
+            .arg(&bad)
+            .arg("--embeds")
+            .arg(case().join("embeds.safetensors"))
+            .args(["--steps", "1", "--guidance", "1", "--out"])
+            .arg(&out),
+    );
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("4 latent channels, the transformer 16"),
         "{err}"
     );
-    let (code, err) = run(noiseshift()
-        .args(["decode", "--model"])
-        .arg(pipeline())
-        .arg("--latents")
-        .arg(case().join("latents.safetensors"))
-        .arg("--out")
-        .arg(dir.path().join("x.jpg")));
+    let (code, err) = run_cmd(
+        noiseshift_cmd()
+            .args(["decode", "--model"])
+            .arg(pipeline())
+            .arg("--latents")
+            .arg(case().join("latents.safetensors"))
+            .arg("--out")
+            .arg(dir.path().join("x.jpg")),
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("must be a .png"), "{err}");
     assert!(!out.exists());
@@ -296,23 +297,25 @@ fn calibrate_self_equals_generate_then_calibrate_images() {
     std::fs::write(&prompts, format!("\n{prompt}\n\n")).unwrap();
     let common = ["--max-sequence-length", "8", "--seed", "5"];
     let calibrate = |data: &[&std::ffi::OsStr], out: &Path| {
-        let (code, err) = run(noiseshift()
-            .args(["calibrate", "--model"])
-            .arg(fixtures().join("sd3-pipeline-tiny"))
-            .args([
-                "--width",
-                "32",
-                "--height",
-                "32",
-                "--steps",
-                "2",
-                "--bootstrap",
-                "0",
-            ])
-            .args(common)
-            .args(data)
-            .arg("--out")
-            .arg(out));
+        let (code, err) = run_cmd(
+            noiseshift_cmd()
+                .args(["calibrate", "--model"])
+                .arg(fixtures().join("sd3-pipeline-tiny"))
+                .args([
+                    "--width",
+                    "32",
+                    "--height",
+                    "32",
+                    "--steps",
+                    "2",
+                    "--bootstrap",
+                    "0",
+                ])
+                .args(common)
+                .args(data)
+                .arg("--out")
+                .arg(out),
+        );
         assert_eq!(code, 0, "{err}");
         err
     };
@@ -331,13 +334,15 @@ fn calibrate_self_equals_generate_then_calibrate_images() {
     // The same images through generate (native 128 px, its default steps and guidance).
     let images = dir.path().join("images");
     std::fs::create_dir(&images).unwrap();
-    let (code, err) = run(noiseshift()
-        .args(["generate", "--model"])
-        .arg(fixtures().join("sd3-pipeline-tiny"))
-        .args(["--prompt", prompt, "--batch", "3"])
-        .args(common)
-        .arg("--out")
-        .arg(images.join("img.png")));
+    let (code, err) = run_cmd(
+        noiseshift_cmd()
+            .args(["generate", "--model"])
+            .arg(fixtures().join("sd3-pipeline-tiny"))
+            .args(["--prompt", prompt, "--batch", "3"])
+            .args(common)
+            .arg("--out")
+            .arg(images.join("img.png")),
+    );
     assert_eq!(code, 0, "{err}");
     let captions = dir.path().join("captions.tsv");
     let lines: String = (0..3).map(|r| format!("img-{r}.png\t{prompt}\n")).collect();

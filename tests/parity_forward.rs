@@ -20,7 +20,7 @@ fn check(model: &str, case: &str) {
             .map(|&v| f64::from(v) / 1000.0)
             .collect();
         let text = text(&gpu, &t["prompt_embeds"], &t["pooled_prompt_embeds"]);
-        let out = m.forward(&gpu, &latents, &sigmas, &text).unwrap();
+        let out = m.velocity(&gpu, &latents, &sigmas, &text, 1.0).unwrap();
         let want = t.remove("output").unwrap();
         assert_eq!(out.shape(), &want.shape[..]);
         assert_max_rel(

@@ -84,18 +84,23 @@ pub fn row(name: &str, secs: f64, flops: f64, bytes: f64, c: Ceilings) {
     );
 }
 
-/// A tensor whose random f16 values are generated when the writer asks for them, so a
+/// A tensor whose random f16 or bf16 values are generated when the writer asks for them, so a
 /// multi-gigabyte checkpoint is written without holding it in memory.
 struct Lazy {
     shape: Vec<usize>,
     scale: f32,
     offset: f32,
     seed: u64,
+    bf16: bool,
 }
 
 impl safetensors::View for Lazy {
     fn dtype(&self) -> safetensors::Dtype {
-        safetensors::Dtype::F16
+        if self.bf16 {
+            safetensors::Dtype::BF16
+        } else {
+            safetensors::Dtype::F16
+        }
     }
     fn shape(&self) -> &[usize] {
         &self.shape
@@ -111,9 +116,12 @@ impl safetensors::View for Lazy {
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             let u = ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32;
-            out.extend_from_slice(
-                &half::f16::from_f32(self.offset + (2.0 * u - 1.0) * self.scale).to_le_bytes(),
-            );
+            let v = self.offset + (2.0 * u - 1.0) * self.scale;
+            if self.bf16 {
+                out.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes());
+            } else {
+                out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
         }
         std::borrow::Cow::Owned(out)
     }
@@ -126,6 +134,11 @@ impl safetensors::View for Lazy {
 /// sqrt(3 / fan_in), so activations stay O(1) through the blocks; biases small, 1-D weights (norms)
 /// near 1, embedding and position tables O(1).
 pub fn write_random(file: &std::path::Path, tensors: Vec<(String, Vec<usize>)>) {
+    write_random_as(file, tensors, false)
+}
+
+/// [`write_random`] in bf16 (`bf16`) or f16.
+pub fn write_random_as(file: &std::path::Path, tensors: Vec<(String, Vec<usize>)>, bf16: bool) {
     eprintln!("writing random weights to {} (once)", file.display());
     let views = tensors.into_iter().enumerate().map(|(i, (name, shape))| {
         let fan_in = if shape.len() >= 2 {
@@ -152,6 +165,7 @@ pub fn write_random(file: &std::path::Path, tensors: Vec<(String, Vec<usize>)>) 
                 scale,
                 offset,
                 seed: i as u64 + 1,
+                bf16,
             },
         )
     });

@@ -448,6 +448,8 @@ fn attention_one_and_two_sources() {
             (2, 3, 16, 37, 29, 10),
             (1, 2, 64, 65, 70, 3),
             (2, 1, 128, 5, 10, 0),
+            // FLUX's heads of 128, two sources (text and image tokens).
+            (1, 2, 128, 9, 7, 5),
             // Key/value rows whose pitch is a multiple of 256 bytes are copied into the
             // textures, the others packed: here the first key source's values start 128 bytes
             // into its 256-byte rows, in two batches.
@@ -870,26 +872,35 @@ fn rms_norm_and_rope_on_head_segments() {
                 F32_TOL,
             );
         }
-        let (rows, heads, d) = (13, 3, 10);
-        let stride = 3 * heads * d + 2;
-        let x = randn(&mut r, rows * stride, 2.0);
-        let view = Heads {
-            col_off: heads * d,
-            heads,
-            d,
-        };
-
-        // RoPE: 13 rows = 1 sample of 13 tokens, positions on three axes.
-        let positions: Vec<Vec<f64>> = (0..rows)
-            .map(|t| vec![0.0, (t / 4) as f64, (t % 4) as f64 + 100.0])
-            .collect();
-        let (cos, sin) = ops::rope::rope_tables(&positions, &[2, 4, 4], 10000.0);
-        let ct = Tensor::from_f32(&gpu, &[rows, d / 2], &cos).unwrap();
-        let st = Tensor::from_f32(&gpu, &[rows, d / 2], &sin).unwrap();
-        let xt = Tensor::from_f32(&gpu, &[rows, stride], &x).unwrap();
-        ops::rope::rope(&gpu, &xt, view, &ct, &st).unwrap();
-        let want = cpu::rope(&x, stride, heads * d, heads, d, &cos, &sin);
-        assert_close("rope", &gpu, &xt.to_vec(&gpu).unwrap(), &want, F32_TOL);
+        // RoPE: 2 samples of 13 tokens (table row = row mod 13), positions on three axes, for
+        // several axis splits: a tiny one, the FLUX fixtures' and FLUX.1's 128-wide heads.
+        for (axes, heads) in [([2, 4, 4], 3), ([4, 6, 6], 2), ([16, 56, 56], 2)] {
+            let d: usize = axes.iter().sum();
+            let (tokens, rows) = (13, 26);
+            let stride = 3 * heads * d + 4;
+            let x = randn(&mut r, rows * stride, 2.0);
+            let view = Heads {
+                col_off: heads * d,
+                heads,
+                d,
+            };
+            let positions: Vec<Vec<f64>> = (0..tokens)
+                .map(|t| vec![0.0, (t / 4) as f64, (t % 4) as f64 + 100.0])
+                .collect();
+            let (cos, sin) = ops::rope::rope_tables(&positions, &axes, 10000.0);
+            let ct = Tensor::from_f32(&gpu, &[tokens, d / 2], &cos).unwrap();
+            let st = Tensor::from_f32(&gpu, &[tokens, d / 2], &sin).unwrap();
+            let xt = Tensor::from_f32(&gpu, &[rows, stride], &x).unwrap();
+            ops::rope::rope(&gpu, &xt, view, &ct, &st).unwrap();
+            let want = cpu::rope(&x, stride, heads * d, heads, d, &cos, &sin);
+            assert_close(
+                &format!("rope, axes {axes:?}"),
+                &gpu,
+                &xt.to_vec(&gpu).unwrap(),
+                &want,
+                F32_TOL,
+            );
+        }
     }
 }
 

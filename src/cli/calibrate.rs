@@ -5,11 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::cli::generate::DEFAULT_GUIDANCE;
 use crate::cli::prompts::EncoderArgs;
 use crate::cli::{check_output, check_size, input_paths, open_gpu, open_vae, ranges};
 use crate::error::{Error, Result, input};
-use crate::models::mmdit::{Mmdit, MmditConfig};
+use crate::models::transformer::{Placement, Transformer, TransformerConfig};
 use crate::models::vae::tiling::TilingMode;
 use crate::models::vae::{Parts, Vae};
 use crate::noiseshift::dataset::{Dataset, Expect};
@@ -19,9 +18,8 @@ use crate::noiseshift::selfgen::{self, SelfRequest};
 use crate::noiseshift::table::{
     self, Adaptive, ModelInfo, Partial, Resolution, Schedule, Search, Table,
 };
-use crate::noiseshift::{plot, velocity::MmditVelocity};
+use crate::noiseshift::{plot, velocity::TransformerVelocity};
 use crate::progress::Progress;
-use crate::schedule::{DEFAULT_SHIFT, sd3_sigmas};
 use crate::weights::{ConfigOverride, WeightSet};
 
 /// Candidates per stage and step past which a search is a mistyped flag, not a plan.
@@ -40,10 +38,11 @@ pub struct Args {
     #[arg(long, value_parser = ranges::count(ranges::SIDE))]
     height: usize,
     /// Sampling steps of the schedule to calibrate (1..=1000). Default: the model's own
-    /// (noiseshift.json: the built-in model's 20), else 28.
+    /// (noiseshift.json: the built-in model's 20), else the family's (28; FLUX.1-schnell 4).
     #[arg(long, value_parser = ranges::count(ranges::STEPS))]
     steps: Option<usize>,
-    /// Timestep shift (0.01..=100). Default: the model's scheduler config, else 3.0.
+    /// Timestep shift (0.01..=100), static for any family. Default: the model's scheduler
+    /// config (FLUX.1-dev's: the dynamic shift for this size, recorded as mu), else 3.0 (SD3).
     #[arg(long, value_parser = ranges::real(0.01, 100.0))]
     shift: Option<f64>,
     /// Calibration data: safetensors with x0 [N, C, h, w], optional noise, and per-sample
@@ -133,9 +132,10 @@ pub struct Args {
     /// limits allow for this model and resolution (1..=65536).
     #[arg(long, value_parser = ranges::count(1..=65_536))]
     batch: Option<usize>,
-    /// Guidance scale during calibration (0..=100; > 1 needs negative embeddings in the dataset).
-    #[arg(long, default_value_t = 1.0, value_parser = ranges::real(0.0, 100.0))]
-    guidance: f64,
+    /// Guidance scale during calibration (0..=100). SD3: classifier-free, > 1 needs negative
+    /// embeddings in the dataset (default 1, none); FLUX.1-dev: its guidance input (default 3.5).
+    #[arg(long, value_parser = ranges::real(0.0, 100.0))]
+    guidance: Option<f64>,
     /// Bootstrap resamples for the standard error of each sigma_hat (0..=10000; 0 turns it off).
     #[arg(long, default_value_t = 200, value_parser = ranges::count(0..=10_000))]
     bootstrap: usize,
@@ -157,7 +157,7 @@ enum SearchMode {
 }
 
 /// The search settings recorded in (and checked against) the table.
-fn search_record(args: &Args, samples: usize, dataset: &str) -> Search {
+fn search_record(args: &Args, guidance: f64, samples: usize, dataset: &str) -> Search {
     let adaptive = (args.search == SearchMode::Adaptive).then_some(Adaptive {
         pilot_stride: args.pilot_stride,
         first_samples: args.race_samples,
@@ -179,7 +179,7 @@ fn search_record(args: &Args, samples: usize, dataset: &str) -> Search {
         widen: args.widen,
         samples,
         seed: args.seed,
-        guidance: args.guidance,
+        guidance,
         dataset: dataset.to_string(),
     }
 }
@@ -234,9 +234,16 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     let weights = WeightSet::open(&path.transformer_files)?;
     let configs = ConfigOverride::read(args.config.as_deref())?;
     let tconfig = configs.transformer.as_ref().or(path.config.as_ref());
-    let (config, _) = MmditConfig::resolve(&weights, tconfig)?;
-    check_size(args.width, args.height, 8 * config.patch)?;
-    let steps = args.steps.or(path.defaults.steps).unwrap_or(28);
+    let config = TransformerConfig::resolve(&weights, tconfig)?;
+    check_size(args.width, args.height, config.pixel_multiple())?;
+    let family = config.defaults();
+    let steps = args.steps.or(path.defaults.steps).unwrap_or(family.steps);
+    // FLUX.1-dev always takes a guidance value; SD3 calibrates without guidance by default.
+    let guidance = args.guidance.unwrap_or(match &config {
+        TransformerConfig::Flux(_) => family.guidance,
+        TransformerConfig::Mmdit(_) => 1.0,
+    });
+    let cfg = config.cfg(guidance);
     if !ranges::STEPS.contains(&steps) {
         return input(format!("{steps} steps is outside {:?}", ranges::STEPS));
     }
@@ -252,16 +259,17 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
             ));
         }
     }
-    let shift = args.shift.or(path.scheduler_shift).unwrap_or(DEFAULT_SHIFT);
+    let scheduler = config.scheduler(&path, args.shift);
+    let shift = scheduler.shift();
     if !(shift > 0.0 && shift.is_finite()) {
         return input(format!("--shift must be a positive number, got {shift}"));
     }
     let expect = Expect {
-        channels: config.in_channels,
+        channels: config.latent_channels(),
         latent_h: args.height / 8,
         latent_w: args.width / 8,
-        joint_dim: config.joint_attention_dim,
-        pooled_dim: config.pooled_dim,
+        joint_dim: config.text_dims().0,
+        pooled_dim: config.text_dims().1,
     };
     let resolution = Resolution {
         width: args.width,
@@ -299,13 +307,24 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         }
     };
     let gpu = open_gpu(device, false)?;
+    // Activations of `rows` rows of `side` latents (calibration's own batches are sized to
+    // the device's bindings after the model loads: one row is what loading must allow for).
+    let place = |gpu: &noiseshift_kernels::Gpu, rows: usize, (h, w)| -> Result<Placement> {
+        let text = config.defaults().max_sequence_length + 77;
+        Ok(Placement {
+            offload: args.encoders.offload,
+            device_memory: crate::cli::prompts::device_memory(gpu)?,
+            activations: config.activation_bytes(rows, h, w, text),
+        })
+    };
+    let native_latents = (config.native_pixels() / 8, config.native_pixels() / 8);
     // --self needs the transformer to make its data; the others load it after theirs.
     let mut loaded = None;
     let data = match (&args.dataset, &args.images, args.self_images) {
         (Some(file), _, _) => Dataset::load(file, args.samples, args.seed, &expect)?,
         (None, None, Some(count)) => {
             let (prompts, prompts_source) = self_prompts.expect("read above");
-            let source = open_vae(&path, configs.vae.as_ref(), config.in_channels)?;
+            let source = open_vae(&path, configs.vae.as_ref(), config.latent_channels())?;
             let encoder = args.encoders.prompt_encoder(
                 &gpu,
                 &path,
@@ -314,7 +333,12 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
                 &config,
             )?;
             eprintln!("loading {} on {}", path.path.display(), gpu.adapter.label());
-            let model = Mmdit::load(&gpu, &weights, tconfig)?;
+            let model = Transformer::load(
+                &gpu,
+                &weights,
+                tconfig,
+                place(&gpu, SELF_BATCH, native_latents)?,
+            )?;
             let vae = Vae::load(
                 &gpu,
                 &source.weights,
@@ -322,9 +346,10 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
                 source.config,
                 Parts::Both,
             )?;
-            let native = 8 * config.sample_size;
-            let native_steps = path.defaults.steps.unwrap_or(28);
-            let native_shift = path.scheduler_shift.unwrap_or(DEFAULT_SHIFT);
+            let native = config.native_pixels();
+            let native_steps = path.defaults.steps.unwrap_or(family.steps);
+            let native_scheduler = config.scheduler(&path, None);
+            let (native_sigmas, _) = native_scheduler.sigmas(native_steps, native, native);
             let req = SelfRequest {
                 count,
                 prompts: &prompts,
@@ -332,12 +357,12 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
                 seed: args.seed,
                 native: (native, native),
                 target: (args.width, args.height),
-                sigmas: &sd3_sigmas(native_steps, native_shift),
-                shift: native_shift,
-                guidance: path.defaults.guidance.unwrap_or(DEFAULT_GUIDANCE),
+                sigmas: &native_sigmas,
+                shift: native_scheduler.shift(),
+                guidance: path.defaults.guidance.unwrap_or(family.guidance),
                 batch: SELF_BATCH,
                 tiling: args.vae_tiling,
-                negative: args.guidance > 1.0,
+                negative: cfg,
             };
             let data = selfgen::dataset(&gpu, &model, &vae, &encoder, &req)?;
             data.check(&expect)?;
@@ -352,7 +377,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
             if let Some(c) = &args.captions {
                 images::read_captions(c, &files)?;
             }
-            let source = open_vae(&path, configs.vae.as_ref(), config.in_channels)?;
+            let source = open_vae(&path, configs.vae.as_ref(), config.latent_channels())?;
             let vae = Vae::load(
                 &gpu,
                 &source.weights,
@@ -382,7 +407,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
                 sample_latents: args.sample_latents,
                 tiling: args.vae_tiling,
                 encoder: encoder.as_ref(),
-                negative: args.guidance > 1.0,
+                negative: cfg,
             };
             let data = images::dataset(&gpu, &vae, &req)?;
             data.check(&expect)?;
@@ -391,17 +416,17 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         }
         (None, None, None) => unreachable!("clap requires --dataset, --images or --self"),
     };
-    let guidance = if args.guidance > 1.0 {
+    let negative = if cfg {
         let Some((e, p)) = data.negative.clone() else {
             return input(
                 "--guidance > 1 needs negative_prompt_embeds and negative_pooled_prompt_embeds in the dataset",
             );
         };
-        Some((e, p, args.guidance))
+        Some((e, p))
     } else {
         None
     };
-    let sigmas = sd3_sigmas(steps, shift);
+    let (sigmas, mu) = scheduler.sigmas(steps, args.width, args.height);
     let samples = data.x0.shape[0];
 
     let mut table = Table {
@@ -412,12 +437,8 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
             fingerprint: weights.fingerprint(),
         },
         resolution,
-        schedule: Schedule {
-            steps,
-            shift,
-            mu: None,
-        },
-        search: search_record(&args, samples, &data.description),
+        schedule: Schedule { steps, shift, mu },
+        search: search_record(&args, guidance, samples, &data.description),
         steps: Vec::new(),
         evaluations: 0,
         partial: None,
@@ -446,10 +467,15 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         Some(model) => model,
         None => {
             eprintln!("loading {} on {}", path.path.display(), gpu.adapter.label());
-            Mmdit::load(&gpu, &weights, tconfig)?
+            Transformer::load(
+                &gpu,
+                &weights,
+                tconfig,
+                place(&gpu, 1, (expect.latent_h, expect.latent_w))?,
+            )?
         }
     };
-    let velocity = MmditVelocity::new(&model, data.embeds, data.pooled, guidance);
+    let velocity = TransformerVelocity::new(&model, data.embeds, data.pooled, negative, guidance);
     let batch = args
         .batch
         .unwrap_or_else(|| velocity.default_batch(&gpu, expect.latent_h, expect.latent_w));

@@ -1,6 +1,6 @@
-//! `noiseshift generate`: the Euler sampler over an SD3/SD3.5 transformer, from given or seeded
-//! latents and a prompt (through the model's text encoders) or given embeddings, optionally with
-//! a NoiseShift calibration table, then the VAE decoder and PNGs.
+//! `noiseshift generate`: the Euler sampler over an SD3/SD3.5 or FLUX.1 transformer, from given
+//! or seeded latents and a prompt (through the model's text encoders) or given embeddings,
+//! optionally with a NoiseShift calibration table, then the VAE decoder and PNGs.
 
 use std::path::{Path, PathBuf};
 
@@ -9,20 +9,15 @@ use crate::cli::{check_output, check_size, input_paths, open_gpu, open_vae, rang
 use crate::error::{Result, input};
 use crate::images::metadata::Metadata;
 use crate::images::output::{self, check_out};
-use crate::models::mmdit::Mmdit;
+use crate::models::transformer::{Placement, Transformer, TransformerConfig};
 use crate::models::vae::tiling::{self, TilingMode};
 use crate::models::vae::{Parts, Vae};
 use crate::noise::seeded_noise;
 use crate::noiseshift::table::{self, Request, Resolution, Table};
 use crate::progress::Progress;
 use crate::sampler::{Plan, sample};
-use crate::schedule::{DEFAULT_SHIFT, sd3_sigmas};
 use crate::tensor_file;
 use crate::weights::{Component, ConfigOverride, ModelPath, WeightSet};
-
-/// SD3-medium's defaults (REFERENCE.md), for models that record none.
-const DEFAULT_STEPS: usize = 28;
-pub(crate) const DEFAULT_GUIDANCE: f64 = 7.0;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,14 +43,18 @@ pub struct Args {
     #[arg(long, value_parser = ranges::count(ranges::SIDE))]
     height: Option<usize>,
     /// Sampling steps (1..=1000). Default: the model's own (noiseshift.json: the built-in model's
-    /// 20), else 28 (SD3-medium's).
+    /// 20), else the family's: 28 (SD3, FLUX.1-dev), 4 (FLUX.1-schnell).
     #[arg(long, value_parser = ranges::count(ranges::STEPS))]
     steps: Option<usize>,
-    /// Classifier-free guidance scale (0..=100); <= 1 runs a single conditional pass. Default: the
-    /// model's own (the built-in model's 4), else 7 (SD3-medium's).
+    /// Guidance scale (0..=100). SD3: classifier-free guidance, <= 1 runs a single conditional
+    /// pass; FLUX.1-dev: the guidance embedding's input (no second pass); FLUX.1-schnell: unused.
+    /// Default: the model's own (the built-in model's 4), else 7 (SD3-medium's) or 3.5
+    /// (FLUX.1-dev's).
     #[arg(long, value_parser = ranges::real(0.0, 100.0))]
     guidance: Option<f64>,
-    /// Timestep shift (0.01..=100). Default: the model's scheduler config, else 3.0.
+    /// Timestep shift (0.01..=100), static for any family. Default: the model's scheduler config
+    /// (FLUX.1-dev's: a dynamic shift by image size), else 3.0 (SD3), the dynamic shift
+    /// (FLUX.1-dev) or none (FLUX.1-schnell).
     #[arg(long, value_parser = ranges::real(0.01, 100.0))]
     shift: Option<f64>,
     /// Rows to sample when starting from --seed noise (1..=1024).
@@ -205,24 +204,29 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     }
     let configs = ConfigOverride::read(args.config.as_deref())?;
     let tconfig = configs.transformer.as_ref().or(path.config.as_ref());
-    let steps = args.steps.or(path.defaults.steps).unwrap_or(DEFAULT_STEPS);
+    let config = TransformerConfig::resolve(&weights, tconfig)?;
+    let family = config.defaults();
+    let steps = args.steps.or(path.defaults.steps).unwrap_or(family.steps);
     let guidance = args
         .guidance
         .or(path.defaults.guidance)
-        .unwrap_or(DEFAULT_GUIDANCE);
+        .unwrap_or(family.guidance);
     if steps == 0 {
         return input("--steps must be at least 1");
     }
     if args.batch == 0 {
         return input("--batch must be at least 1");
     }
-    let (config, _) = crate::models::mmdit::MmditConfig::resolve(&weights, tconfig)?;
     // The VAE is checked against the transformer before any sampling.
     let vae = match &args.out {
-        Some(_) => Some(open_vae(&path, configs.vae.as_ref(), config.in_channels)?),
+        Some(_) => Some(open_vae(
+            &path,
+            configs.vae.as_ref(),
+            config.latent_channels(),
+        )?),
         None => None,
     };
-    let multiple = 8 * config.patch;
+    let multiple = config.pixel_multiple();
 
     let latents = match &args.latents {
         Some(p) => {
@@ -246,35 +250,45 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
             l
         }
         None => {
-            let native = 8 * config.sample_size;
+            let native = config.native_pixels();
             let (width, height) = (args.width.unwrap_or(native), args.height.unwrap_or(native));
             check_size(width, height, multiple)?;
             seeded_noise(
                 args.seed.unwrap_or(0),
-                &[args.batch, config.in_channels, height / 8, width / 8],
+                &[args.batch, config.latent_channels(), height / 8, width / 8],
             )
         }
     };
-    let shift = args.shift.or(path.scheduler_shift).unwrap_or(DEFAULT_SHIFT);
+    let scheduler = config.scheduler(&path, args.shift);
+    let shift = scheduler.shift();
     if !(shift > 0.0 && shift.is_finite()) {
         return input(format!("--shift must be a positive number, got {shift}"));
     }
-    let sigmas = sd3_sigmas(steps, shift);
     let resolution = Resolution {
         width: 8 * latents.shape[3],
         height: 8 * latents.shape[2],
     };
+    let (sigmas, mu) = scheduler.sigmas(steps, resolution.width, resolution.height);
     let request = Request {
         fingerprint: &weights.fingerprint(),
         resolution,
         sigmas: &sigmas,
         shift,
+        mu,
     };
     let (levels, table) = calibration_levels(&args, &path, &request)?;
 
     let gpu = open_gpu(device, args.profile || args.trace.is_some())?;
     let batch = latents.shape[0];
-    let guided = guidance > 1.0;
+    let guided = config.cfg(guidance);
+    if let TransformerConfig::Flux(c) = &config {
+        if args.text.negative_prompt.is_some() {
+            eprintln!("note: FLUX runs no unconditional pass: --negative-prompt is not used");
+        }
+        if !c.guidance_embeds && args.guidance.is_some() {
+            eprintln!("note: FLUX.1-schnell has no guidance input: --guidance is not used");
+        }
+    }
     // The text encoders run (and free their weights) before the transformer loads.
     let config_root = args.config.as_deref().filter(|p| p.is_dir());
     let host = args
@@ -285,7 +299,17 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     }
     let prompts = host.upload(&gpu, batch)?;
     eprintln!("loading {} on {}", path.path.display(), gpu.adapter.label());
-    let model = Mmdit::load(&gpu, &weights, tconfig)?;
+    let place = Placement {
+        offload: args.text.encoders.offload,
+        device_memory: crate::cli::prompts::device_memory(&gpu)?,
+        activations: config.activation_bytes(
+            if guided { 2 * batch } else { batch },
+            latents.shape[2],
+            latents.shape[3],
+            host.cond.embeds.shape[1],
+        ),
+    };
+    let model = Transformer::load(&gpu, &weights, tconfig, place)?;
     model.check_latents(&latents.shape)?;
     let x0 = latents.upload(&gpu)?;
     let mut progress = Progress::new("sampling", steps as u64);
@@ -305,8 +329,12 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     gpu.trim_memory();
     if let Some(output) = &args.output_latents {
         tensor_file::write(output, &[("latents", &result)])?;
+        let schedule = match mu {
+            Some(mu) => format!("dynamic shift mu {mu:.4}"),
+            None => format!("shift {shift}"),
+        };
         eprintln!(
-            "wrote {} ({} x {:?}) after {} steps in {:.1} s (shift {shift}, guidance {})",
+            "wrote {} ({} x {:?}) after {} steps in {:.1} s ({schedule}, guidance {})",
             output.display(),
             batch,
             &result.shape[1..],
@@ -343,7 +371,9 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
                 }),
             steps,
             guidance,
+            distilled_guidance: matches!(&config, TransformerConfig::Flux(c) if c.guidance_embeds),
             shift,
+            mu,
             width: resolution.width,
             height: resolution.height,
             model: path.name(),

@@ -9,7 +9,8 @@ use serde_json::json;
 
 use crate::cli::{check_size, open_gpu};
 use crate::error::{Result, input};
-use crate::models::mmdit::{Mmdit, MmditConfig, TextConditioning};
+use crate::models::joint::TextConditioning;
+use crate::models::transformer::{Placement, Transformer, TransformerConfig};
 use crate::noise::seeded_noise;
 use crate::profiling::{report_run, summarize};
 use crate::weights::{ModelPath, WeightSet};
@@ -44,21 +45,22 @@ fn profile_model(gpu: &Gpu, path: &Path, width: usize, height: usize) -> Result<
     let mp = ModelPath::resolve(path)?;
     let weights = WeightSet::open(&mp.transformer_files)?;
     // Checked before the weights go to the device.
-    let (config, _) = MmditConfig::resolve(&weights, mp.config.as_ref())?;
-    check_size(width, height, 8 * config.patch)?;
-    let model = Mmdit::load(gpu, &weights, mp.config.as_ref())?;
-    let c = &model.config;
-    let latents = seeded_noise(0, &[1, c.in_channels, height / 8, width / 8]);
+    let config = TransformerConfig::resolve(&weights, mp.config.as_ref())?;
+    check_size(width, height, config.pixel_multiple())?;
+    let model = Transformer::load(gpu, &weights, mp.config.as_ref(), Placement::RESIDENT)?;
+    let latents = seeded_noise(0, &[1, config.latent_channels(), height / 8, width / 8]);
+    let (joint, pooled) = config.text_dims();
     let text = TextConditioning {
-        embeds: seeded_noise(1, &[1, 333, c.joint_attention_dim]).upload(gpu)?,
-        pooled: seeded_noise(2, &[1, c.pooled_dim]).upload(gpu)?,
+        embeds: seeded_noise(1, &[1, 333, joint]).upload(gpu)?,
+        pooled: seeded_noise(2, &[1, pooled]).upload(gpu)?,
     };
     let x = latents.upload(gpu)?;
-    // Warm-up builds the pipelines; the second forward is the one timed.
-    model.forward(gpu, &x, &[0.5], &text)?;
+    // Warm-up builds the pipelines; the second forward is the one timed. Guidance 1: one
+    // conditional pass (SD3), FLUX.1-dev's embedding at 1.
+    model.velocity(gpu, &x, &[0.5], &text, 1.0)?;
     gpu.finish()?;
     gpu.profiler().set_enabled(true);
-    model.forward(gpu, &x, &[0.5], &text)?;
+    model.velocity(gpu, &x, &[0.5], &text, 1.0)?;
     gpu.finish()?;
     Ok(())
 }

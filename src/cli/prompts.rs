@@ -7,20 +7,22 @@ use std::path::{Path, PathBuf};
 use noiseshift_kernels::Gpu;
 
 use crate::error::{Error, Result, input};
-use crate::models::mmdit::{MmditConfig, TextConditioning};
+use crate::models::joint::TextConditioning;
 use crate::models::stream::Offload;
+use crate::models::transformer::TransformerConfig;
 use crate::sampler::Prompts;
 use crate::tensor_file::{self, HostTensor};
 use crate::text::encoders::RunOptions;
-use crate::text::sd3::{PromptEmbeds, PromptEncoder};
+use crate::text::prompt::{PromptEmbeds, PromptEncoder};
 use crate::weights::{ModelPath, WeightSet};
 
-/// diffusers' limit on T5 tokens for SD3.
+/// diffusers' limit on T5 tokens (SD3 and FLUX).
 const MAX_T5_TOKENS: usize = 512;
 
 #[derive(clap::Args, Clone)]
 pub struct TextArgs {
-    /// Text prompt, run through the model's text encoders (CLIP-L, CLIP-G and T5 for SD3).
+    /// Text prompt, run through the model's text encoders (CLIP-L, CLIP-G and T5 for SD3; T5
+    /// and CLIP-L for FLUX).
     #[arg(long)]
     pub prompt: Option<String>,
     /// Negative prompt for guidance > 1 (default: the empty prompt, as diffusers).
@@ -43,17 +45,18 @@ pub struct TextArgs {
 pub struct EncoderArgs {
     /// T5 tokens (1 to 512; without T5, the zero tokens that stand in for them). Longer prompts
     /// are truncated with a warning. Default: the model's own (noiseshift.json: the built-in
-    /// model's 8), else diffusers' SD3 default 256.
+    /// model's 8), else diffusers' defaults: 256 for SD3 and FLUX.1-schnell, 512 for FLUX.1-dev.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_T5_TOKENS as u64))]
     pub max_sequence_length: Option<u64>,
     /// Leave T5 out: zeros for its tokens, exactly as diffusers does without text_encoder_3
     /// (automatic when the model has none).
     #[arg(long)]
     pub no_t5: bool,
-    /// Where encoder weights live while they run: `auto` streams an encoder layer by layer from
-    /// host memory when its weights and activations exceed the device's memory (Vulkan reports
-    /// it; NOISESHIFT_DEVICE_MEMORY_GIB overrides), `on` always streams, `off` never. Each
-    /// encoder is freed before the next model loads either way.
+    /// Where the text encoders' weights and FLUX's transformer blocks live while they run:
+    /// `auto` streams a model layer by layer (block by block) from host memory when its weights
+    /// and activations exceed the device's memory (Vulkan reports it;
+    /// NOISESHIFT_DEVICE_MEMORY_GIB overrides), `on` always streams, `off` never. Each encoder is
+    /// freed before the next model loads either way; SD3's transformer stays resident.
     #[arg(long, value_enum, default_value_t = Offload::Auto)]
     pub offload: Offload,
 }
@@ -67,14 +70,14 @@ impl EncoderArgs {
         model: &ModelPath,
         config_root: Option<&Path>,
         weights: &WeightSet,
-        config: &MmditConfig,
+        config: &TransformerConfig,
     ) -> Result<PromptEncoder<'a>> {
         let opts = RunOptions {
             t5_length: self
                 .max_sequence_length
                 .map(|n| n as usize)
                 .or(model.defaults.max_sequence_length)
-                .unwrap_or(256),
+                .unwrap_or(config.defaults().max_sequence_length),
             offload: self.offload,
             device_memory: device_memory(gpu)?,
         };
@@ -161,7 +164,8 @@ fn read_embeds(path: &Path, guided: bool) -> Result<HostPrompts> {
     Ok(HostPrompts { cond, uncond })
 }
 
-fn device_memory(gpu: &Gpu) -> Result<Option<u64>> {
+/// The device's memory: NOISESHIFT_DEVICE_MEMORY_GIB, else what the adapter reports.
+pub fn device_memory(gpu: &Gpu) -> Result<Option<u64>> {
     match std::env::var("NOISESHIFT_DEVICE_MEMORY_GIB") {
         Ok(v) => match v.trim().parse::<f64>() {
             Ok(g) if g.is_finite() && g > 0.0 => Ok(Some((g * (1u64 << 30) as f64) as u64)),
@@ -205,7 +209,7 @@ impl TextArgs {
         model: &ModelPath,
         config_root: Option<&Path>,
         weights: &WeightSet,
-        config: &MmditConfig,
+        config: &TransformerConfig,
         guided: bool,
     ) -> Result<HostPrompts> {
         if let Some(path) = &self.embeds {

@@ -17,7 +17,12 @@ pub struct Metadata {
     pub source: Option<String>,
     pub steps: usize,
     pub guidance: f64,
+    /// FLUX.1-dev: guidance is the model's input, not classifier-free guidance (Forge writes
+    /// it as "Distilled CFG Scale" beside "CFG scale: 1").
+    pub distilled_guidance: bool,
     pub shift: f64,
+    /// The dynamic shift's mu (FLUX.1-dev), which replaces the static shift.
+    pub mu: Option<f64>,
     pub width: usize,
     pub height: usize,
     pub model: String,
@@ -64,8 +69,17 @@ impl Metadata {
         let mut list = vec![
             format!("Steps: {}", self.steps),
             "Sampler: Euler".to_string(),
-            format!("CFG scale: {}", self.guidance),
         ];
+        if self.distilled_guidance {
+            list.push("CFG scale: 1".into());
+            list.push(format!("Distilled CFG Scale: {}", self.guidance));
+        } else {
+            list.push(format!("CFG scale: {}", self.guidance));
+        }
+        let shift = match self.mu {
+            Some(mu) => format!("dynamic (mu {mu:.4})"),
+            None => self.shift.to_string(),
+        };
         if self.seed.is_some() {
             list.push(format!("Seed: {}", field(&seed)));
         }
@@ -73,7 +87,7 @@ impl Metadata {
             format!("Size: {size}"),
             format!("Model: {}", field(&self.model)),
             format!("Model hash: {}", self.fingerprint),
-            format!("Shift: {}", self.shift),
+            format!("Shift: {}", field(&shift)),
             format!("NoiseShift: {}", field(&table)),
         ]);
         if let Some(s) = &self.source {
@@ -92,7 +106,7 @@ impl Metadata {
             ("seed", seed),
             ("steps", self.steps.to_string()),
             ("guidance", self.guidance.to_string()),
-            ("shift", self.shift.to_string()),
+            ("shift", shift),
             ("size", size),
             ("model", self.model.clone()),
             ("model_fingerprint", self.fingerprint.clone()),

@@ -5,7 +5,7 @@ use noiseshift_kernels::ops::{self, Act};
 use noiseshift_kernels::{Gpu, Matrix, MatrixLayout, Tensor};
 
 use crate::error::Result;
-use crate::weights::WeightSet;
+use crate::weights::{TensorRef, WeightSet};
 
 pub struct Linear {
     pub weight: Matrix,
@@ -29,14 +29,7 @@ impl Linear {
     ) -> Result<Linear> {
         let t = w.get_shaped(&format!("{name}.weight"), shape)?;
         let inp = shape.iter().product::<usize>() / out;
-        let weight = Matrix::upload(gpu, out, inp, t.dtype, &[t.bytes], MatrixLayout::Auto)
-            .map_err(|e| {
-                crate::error::Error::Input(format!(
-                    "tensor '{}' in {}: {e}",
-                    t.name,
-                    t.path.display()
-                ))
-            })?;
+        let weight = upload(gpu, &t, out, inp, &[t.bytes])?;
         let bias = if w.contains(&format!("{name}.bias")) {
             Some(load_vector(gpu, w, &format!("{name}.bias"), out)?)
         } else {
@@ -68,14 +61,7 @@ impl Linear {
         }
         let total: usize = outs.iter().sum();
         let parts: Vec<&[u8]> = weights.iter().map(|t| t.bytes).collect();
-        let weight =
-            Matrix::upload(gpu, total, inp, dtype, &parts, MatrixLayout::Auto).map_err(|e| {
-                crate::error::Error::Input(format!(
-                    "tensor '{}' in {}: {e}",
-                    weights[0].name,
-                    weights[0].path.display()
-                ))
-            })?;
+        let weight = upload(gpu, &weights[0], total, inp, &parts)?;
         let bias = if w.contains(&format!("{}.bias", names[0])) {
             let biases = names
                 .iter()
@@ -84,6 +70,33 @@ impl Linear {
                 .collect::<Result<Vec<_>>>()?;
             let parts: Vec<&[u8]> = biases.iter().map(|t| t.bytes).collect();
             let raw = Tensor::from_raw_parts(gpu, &[total], biases[0].dtype, &parts)?;
+            Some(ops::elementwise::to_f32(gpu, &raw)?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// Rows `rows` of a layer stored as `name.weight` [total, in] (FLUX's fused linear1 holds
+    /// q, k, v and the MLP's input projection): uploaded as a layer of its own.
+    pub fn load_rows(
+        gpu: &Gpu,
+        w: &WeightSet,
+        name: &str,
+        rows: std::ops::Range<usize>,
+        total: usize,
+        inp: usize,
+    ) -> Result<Linear> {
+        let t = w.get_shaped(&format!("{name}.weight"), &[total, inp])?;
+        let es = t.dtype.size();
+        let part = &t.bytes[rows.start * inp * es..rows.end * inp * es];
+        let weight = upload(gpu, &t, rows.len(), inp, &[part])?;
+        let bias_name = format!("{name}.bias");
+        let bias = if w.contains(&bias_name) {
+            let b = w.get_shaped(&bias_name, &[total])?;
+            let es = b.dtype.size();
+            let part = &b.bytes[rows.start * es..rows.end * es];
+            let raw = Tensor::from_raw_parts(gpu, &[rows.len()], b.dtype, &[part])?;
             Some(ops::elementwise::to_f32(gpu, &raw)?)
         } else {
             None
@@ -100,6 +113,13 @@ impl Linear {
             act,
         )?)
     }
+}
+
+/// `parts` (rows of `t`'s dtype, stacked) as an out x inp matrix; errors name `t`.
+fn upload(gpu: &Gpu, t: &TensorRef<'_>, out: usize, inp: usize, parts: &[&[u8]]) -> Result<Matrix> {
+    Matrix::upload(gpu, out, inp, t.dtype, parts, MatrixLayout::Auto).map_err(|e| {
+        crate::error::Error::Input(format!("tensor '{}' in {}: {e}", t.name, t.path.display()))
+    })
 }
 
 /// A vector weight (norm scale) uploaded in its stored dtype and widened to f32 on the device.

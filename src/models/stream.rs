@@ -66,7 +66,7 @@ impl Offload {
 }
 
 /// Bytes for people: MiB below a GiB.
-fn size(bytes: u64) -> String {
+pub fn size(bytes: u64) -> String {
     if bytes < 1 << 30 {
         format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
     } else {

@@ -23,7 +23,7 @@ use crate::models::vae::tiling::{self, TilingMode};
 use crate::noise::seeded_noise;
 use crate::noiseshift::dataset::Dataset;
 use crate::tensor_file::{self, HostTensor};
-use crate::text::sd3::{PromptEmbeds, PromptEncoder};
+use crate::text::prompt::{PromptEmbeds, PromptEncoder};
 
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 

@@ -10,7 +10,8 @@ use noiseshift_kernels::Gpu;
 use crate::error::{Result, input};
 use crate::images::load::prepare;
 use crate::images::to_rgb8;
-use crate::models::mmdit::{Mmdit, TextConditioning};
+use crate::models::joint::TextConditioning;
+use crate::models::transformer::Transformer;
 use crate::models::vae::Vae;
 use crate::models::vae::tiling::{self, TilingMode};
 use crate::noise::seeded_noise;
@@ -19,7 +20,7 @@ use crate::noiseshift::images::{encode_captions, latents};
 use crate::progress::Progress;
 use crate::sampler::{Plan, Prompts, sample};
 use crate::tensor_file::{self, HostTensor};
-use crate::text::sd3::PromptEncoder;
+use crate::text::prompt::PromptEncoder;
 
 /// Varied everyday prompts for models trained on everyday images, when no --prompts is given.
 pub const EVERYDAY: &[&str] = &[
@@ -72,7 +73,7 @@ pub struct SelfRequest<'a> {
 /// Generate, downsample and encode the data set (`vae` with both halves).
 pub fn dataset(
     gpu: &Gpu,
-    model: &Mmdit,
+    model: &Transformer,
     vae: &Vae,
     encoder: &PromptEncoder<'_>,
     req: &SelfRequest<'_>,
@@ -87,7 +88,7 @@ pub fn dataset(
     let (empty_e, empty_p) = encode_captions(encoder, &[None])?;
     let (nw, nh) = req.native;
     let (tw, th) = req.target;
-    let channels = model.config.in_channels;
+    let channels = model.config().latent_channels();
     let steps = req.sigmas.len() - 1;
     let levels = &req.sigmas[..steps];
     let plan = Plan {

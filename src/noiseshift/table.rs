@@ -129,6 +129,8 @@ pub struct Request<'a> {
     pub resolution: Resolution,
     pub sigmas: &'a [f64],
     pub shift: f64,
+    /// The dynamic shift's mu (FLUX.1-dev), which sets the whole schedule.
+    pub mu: Option<f64>,
 }
 
 impl Table {
@@ -294,6 +296,24 @@ impl Table {
                 self.schedule.steps
             ));
         }
+        if let (Some(a), Some(b)) = (self.schedule.mu, req.mu)
+            && (a - b).abs() > 1e-9
+        {
+            return input(format!(
+                "{p} was calibrated for the dynamic shift mu {a}, this run's is {b} (mu follows the image size)"
+            ));
+        }
+        if self.schedule.mu.is_some() != req.mu.is_some() {
+            let says = |m: Option<f64>| match m {
+                Some(mu) => format!("the dynamic shift mu {mu}"),
+                None => "a static shift".to_string(),
+            };
+            return input(format!(
+                "{p} was calibrated with {}, this run samples with {}",
+                says(self.schedule.mu),
+                says(req.mu)
+            ));
+        }
         let steps = req.sigmas.len() - 1;
         let same_schedule =
             self.schedule.steps == steps && (self.schedule.shift - req.shift).abs() < 1e-9;
@@ -435,6 +455,7 @@ mod tests {
             },
             sigmas: &sig,
             shift,
+            mu: None,
         };
         let p = Path::new("t.json");
         assert!(t.levels(p, &req("f", 64, 3.0), false).unwrap().1.is_none());
@@ -498,11 +519,35 @@ mod tests {
             },
             sigmas: &sig,
             shift: 3.0,
+            mu: None,
         };
         let e = t
             .levels(Path::new("t.json"), &req, false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("steps[1].sigma is 0.5"), "{e}");
+    }
+
+    #[test]
+    fn a_table_for_another_dynamic_shift_is_refused_naming_both() {
+        let mut t = table(&[(1.0, 0.9), (0.5, 0.3)]);
+        t.schedule.mu = Some(0.75);
+        let sig = [1.0, 0.5, 0.0];
+        let req = |mu| Request {
+            fingerprint: "f",
+            resolution: Resolution {
+                width: 64,
+                height: 64,
+            },
+            sigmas: &sig,
+            shift: 3.0,
+            mu,
+        };
+        let p = Path::new("t.json");
+        assert!(t.levels(p, &req(Some(0.75)), false).is_ok());
+        let e = t.levels(p, &req(Some(1.0)), true).unwrap_err().to_string();
+        assert!(e.contains("mu 0.75") && e.contains("is 1"), "{e}");
+        let e = t.levels(p, &req(None), true).unwrap_err().to_string();
+        assert!(e.contains("a static shift"), "{e}");
     }
 }

@@ -1,21 +1,25 @@
-//! The MMDiT as the calibration engine's velocity model: rows carry their own noise level and
-//! the text conditioning of their dataset sample (optionally with guidance).
+//! The transformer as the calibration engine's velocity model: rows carry their own noise
+//! level and the text conditioning of their dataset sample (optionally with guidance:
+//! SD3's classifier-free guidance with negative conditioning, FLUX.1-dev's embedded value).
 
 use std::cell::RefCell;
 
 use noiseshift_kernels::{Gpu, Tensor};
 
 use crate::error::Result;
-use crate::models::mmdit::{Mmdit, TextConditioning};
+use crate::models::joint::TextConditioning;
+use crate::models::transformer::Transformer;
 use crate::noiseshift::search::VelocityModel;
 use crate::tensor_file::HostTensor;
 
-pub struct MmditVelocity<'a> {
-    pub model: &'a Mmdit,
+pub struct TransformerVelocity<'a> {
+    pub model: &'a Transformer<'a>,
     pub embeds: HostTensor,
     pub pooled: HostTensor,
-    /// Negative conditioning and guidance scale, when calibrating with guidance.
-    pub guidance: Option<(HostTensor, HostTensor, f64)>,
+    /// Negative conditioning, when calibrating with classifier-free guidance.
+    pub negative: Option<(HostTensor, HostTensor)>,
+    /// The guidance scale (classifier-free with `negative`, or FLUX.1-dev's input).
+    pub guidance: f64,
     /// The conditioning of the last row layout: the search repeats the same layout per stage.
     cache: RefCell<Option<(Vec<usize>, TextConditioning)>>,
 }
@@ -29,17 +33,19 @@ fn rows(t: &HostTensor, samples: &[usize]) -> HostTensor {
     }
 }
 
-impl<'a> MmditVelocity<'a> {
+impl<'a> TransformerVelocity<'a> {
     pub fn new(
-        model: &'a Mmdit,
+        model: &'a Transformer<'a>,
         embeds: HostTensor,
         pooled: HostTensor,
-        guidance: Option<(HostTensor, HostTensor, f64)>,
+        negative: Option<(HostTensor, HostTensor)>,
+        guidance: f64,
     ) -> Self {
-        MmditVelocity {
+        TransformerVelocity {
             model,
             embeds,
             pooled,
+            negative,
             guidance,
             cache: RefCell::new(None),
         }
@@ -58,7 +64,7 @@ impl<'a> MmditVelocity<'a> {
             })
         };
         let mut text = upload(&self.embeds, &self.pooled)?;
-        if let Some((ne, np, _)) = &self.guidance {
+        if let Some((ne, np)) = &self.negative {
             text = TextConditioning::stack(gpu, &upload(ne, np)?, &text)?;
         }
         *self.cache.borrow_mut() = Some((samples.to_vec(), text.clone()));
@@ -68,21 +74,26 @@ impl<'a> MmditVelocity<'a> {
     /// Rows per forward that keep every unsplit activation within one device binding (the
     /// fused qkv of the longer stream is the largest), capped at 64.
     pub fn default_batch(&self, gpu: &Gpu, latent_h: usize, latent_w: usize) -> usize {
-        let c = &self.model.config;
-        let image = (latent_h / c.patch) * (latent_w / c.patch);
-        let tokens = image.max(self.embeds.shape[1]);
-        let per_row = (tokens * 4 * c.hidden * 4) as u64;
-        let guided = if self.guidance.is_some() { 2 } else { 1 };
+        let (image, hidden) = self.model.config().tokens_and_width(latent_h, latent_w);
+        // FLUX's single-stream blocks hold both streams' tokens, 7 widths wide.
+        let (tokens, widths) = match self.model {
+            Transformer::Mmdit(_) => (image.max(self.embeds.shape[1]), 4),
+            Transformer::Flux(_) => (image + self.embeds.shape[1], 7),
+        };
+        let per_row = (tokens * widths * hidden * 4) as u64;
+        let guided = if self.negative.is_some() { 2 } else { 1 };
         ((gpu.max_binding() / per_row.max(1)) as usize / guided).clamp(1, 64)
     }
 }
 
-impl VelocityModel for MmditVelocity<'_> {
+impl VelocityModel for TransformerVelocity<'_> {
     fn velocity(&self, gpu: &Gpu, x: &Tensor, levels: &[f64], samples: &[usize]) -> Result<Tensor> {
         let text = self.conditioning(gpu, samples)?;
-        match &self.guidance {
-            None => self.model.forward(gpu, x, levels, &text),
-            Some((_, _, g)) => self.model.forward_guided(gpu, x, levels, &text, *g as f32),
-        }
+        // Without negative conditioning an SD3 scale must not ask for a guided pass.
+        let guidance = match (&self.negative, self.model) {
+            (None, Transformer::Mmdit(_)) => 1.0,
+            _ => self.guidance,
+        };
+        self.model.velocity(gpu, x, levels, &text, guidance)
     }
 }

@@ -36,10 +36,12 @@ impl EncoderKind {
         }
     }
 
-    /// Folder names in a diffusers SD3 pipeline.
-    fn folders(self) -> (&'static str, &'static str) {
+    /// Folder names in a diffusers SD3 pipeline, or (`flux`) a FluxPipeline, whose T5 is the
+    /// second encoder.
+    fn folders(self, flux: bool) -> (&'static str, &'static str) {
         match self {
             EncoderKind::ClipL => ("text_encoder", "tokenizer"),
+            EncoderKind::T5 if flux => ("text_encoder_2", "tokenizer_2"),
             EncoderKind::ClipG => ("text_encoder_2", "tokenizer_2"),
             EncoderKind::T5 => ("text_encoder_3", "tokenizer_3"),
         }
@@ -66,16 +68,18 @@ pub struct EncoderFiles {
 }
 
 impl EncoderFiles {
-    /// The encoder of `kind` in a model, or None when the model has none. Single files carry no
+    /// The encoder of `kind` in a model (`flux`: a FLUX pipeline's layout), or None when the
+    /// model has none. Single files carry no
     /// tokenizers: they come from `config_root`, a diffusers pipeline folder (`--config`), as
     /// do the encoder configs where it has them.
     pub fn locate(
         kind: EncoderKind,
+        flux: bool,
         model: &ModelPath,
         single: Option<&WeightSet>,
         config_root: Option<&Path>,
     ) -> Result<Option<EncoderFiles>> {
-        let (enc, tok) = kind.folders();
+        let (enc, tok) = kind.folders(flux);
         match model.layout {
             Layout::Pipeline => {
                 let dir = model.path.join(enc);

@@ -5,10 +5,9 @@
 use noiseshift_kernels::Gpu;
 
 use crate::error::{Result, input};
-use crate::models::mmdit::MmditConfig;
 use crate::tensor_file::HostTensor;
 use crate::text::encoders::{EncoderFiles, EncoderKind, RunOptions, encode};
-use crate::weights::discover::Layout;
+use crate::text::prompt::PromptEmbeds;
 use crate::weights::{ModelPath, WeightSet};
 
 /// The three encoders of an SD3 model (T5 may be absent).
@@ -26,7 +25,7 @@ impl Sd3Encoders {
         single: Option<&WeightSet>,
         config_root: Option<&std::path::Path>,
     ) -> Result<Sd3Encoders> {
-        let find = |kind| EncoderFiles::locate(kind, model, single, config_root);
+        let find = |kind| EncoderFiles::locate(kind, false, model, single, config_root);
         let (Some(clip_l), Some(clip_g)) = (find(EncoderKind::ClipL)?, find(EncoderKind::ClipG)?)
         else {
             return input(format!(
@@ -40,91 +39,6 @@ impl Sd3Encoders {
             clip_g,
             t5: find(EncoderKind::T5)?,
         })
-    }
-}
-
-/// Prompt embeddings [B, L, D] and pooled [B, P] on the host.
-pub struct PromptEmbeds {
-    pub embeds: HostTensor,
-    pub pooled: HostTensor,
-}
-
-impl PromptEmbeds {
-    /// Rows `range` of both.
-    pub fn rows(&self, range: std::ops::Range<usize>) -> PromptEmbeds {
-        PromptEmbeds {
-            embeds: self.embeds.rows(range.clone()),
-            pooled: self.pooled.rows(range),
-        }
-    }
-}
-
-/// A model's prompt encoder, ready to run batches of prompts.
-pub struct PromptEncoder<'a> {
-    gpu: &'a Gpu,
-    encoders: Sd3Encoders,
-    use_t5: bool,
-    joint_dim: usize,
-    pooled_dim: usize,
-    opts: RunOptions,
-}
-
-impl<'a> PromptEncoder<'a> {
-    /// The encoders of `model` (`single` files take tokenizers and configs from
-    /// `config_root`), saying whether T5 takes part.
-    pub fn new(
-        gpu: &'a Gpu,
-        model: &ModelPath,
-        config_root: Option<&std::path::Path>,
-        weights: &WeightSet,
-        config: &MmditConfig,
-        no_t5: bool,
-        opts: RunOptions,
-    ) -> Result<PromptEncoder<'a>> {
-        let single = (model.layout == Layout::SingleFile).then_some(weights);
-        let encoders = Sd3Encoders::locate(model, single, config_root)?;
-        let use_t5 = match (&encoders.t5, no_t5) {
-            (None, _) => {
-                eprintln!(
-                    "text: the model has no T5 encoder; its tokens are zeros, as diffusers does"
-                );
-                false
-            }
-            (Some(_), true) => {
-                eprintln!(
-                    "text: --no-t5: T5 tokens are zeros, as diffusers does without text_encoder_3"
-                );
-                false
-            }
-            (Some(_), false) => true,
-        };
-        Ok(PromptEncoder {
-            gpu,
-            encoders,
-            use_t5,
-            joint_dim: config.joint_attention_dim,
-            pooled_dim: config.pooled_dim,
-            opts,
-        })
-    }
-
-    /// Embeddings of `prompts`, one row each.
-    pub fn encode(&self, prompts: &[&str]) -> Result<PromptEmbeds> {
-        let all = encode_prompts(
-            self.gpu,
-            &self.encoders,
-            prompts,
-            self.joint_dim,
-            self.use_t5,
-            self.opts,
-        )?;
-        if all.pooled.shape[1] != self.pooled_dim {
-            return input(format!(
-                "the CLIP encoders' pooled widths add up to {}, but the transformer takes {}",
-                all.pooled.shape[1], self.pooled_dim
-            ));
-        }
-        Ok(all)
     }
 }
 

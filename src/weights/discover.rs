@@ -70,6 +70,8 @@ pub struct ModelPath {
     pub config: Option<serde_json::Value>,
     /// `shift` from scheduler/scheduler_config.json, when there is one.
     pub scheduler_shift: Option<f64>,
+    /// scheduler/scheduler_config.json itself (FLUX.1-dev's dynamic shift lives there).
+    pub scheduler: Option<serde_json::Value>,
     /// Folder components present (single files report theirs from the keys, see `components`).
     folder_components: Vec<Component>,
     /// Sampling defaults a pipeline folder records in `noiseshift.json` (the built-in model's).
@@ -207,6 +209,7 @@ impl ModelPath {
                 transformer_files: vec![path.to_path_buf()],
                 config: None,
                 scheduler_shift: None,
+                scheduler: None,
                 folder_components: Vec::new(),
                 defaults: ModelDefaults::default(),
                 name: file_name(path, true),
@@ -227,11 +230,15 @@ impl ModelPath {
                 None
             };
             let sched = path.join("scheduler").join("scheduler_config.json");
-            let scheduler_shift = if sched.exists() {
-                read_json(&sched)?.get("shift").and_then(|v| v.as_f64())
+            let scheduler = if sched.exists() {
+                Some(read_json(&sched)?)
             } else {
                 None
             };
+            let scheduler_shift = scheduler
+                .as_ref()
+                .and_then(|j| j.get("shift"))
+                .and_then(|v| v.as_f64());
             let folder_components = Component::FOLDERS
                 .into_iter()
                 .filter(|c| path.join(c.name()).is_dir())
@@ -242,6 +249,7 @@ impl ModelPath {
                 transformer_files: folder_weights(&tdir)?,
                 config,
                 scheduler_shift,
+                scheduler,
                 folder_components,
                 defaults: ModelDefaults::read(path)?,
                 name: file_name(path, false),
@@ -254,6 +262,7 @@ impl ModelPath {
                 transformer_files: folder_weights(path)?,
                 config: Some(read_json(&path.join("config.json"))?),
                 scheduler_shift: None,
+                scheduler: None,
                 folder_components: vec![Component::Transformer],
                 defaults: ModelDefaults::default(),
                 name: file_name(path, false),

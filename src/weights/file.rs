@@ -150,6 +150,20 @@ impl WeightSet {
     }
 
     /// The tensor, checked against the expected shape.
+    /// The shape of `name`, which must have `rank` dims, each 1 to `max` (a config inferred
+    /// from shapes trusts no dim a file states before this).
+    pub fn shape_checked(&self, name: &str, rank: usize, max: usize) -> Result<Vec<usize>> {
+        let t = self.get(name)?;
+        if t.shape.len() != rank || t.shape.iter().any(|&d| d == 0 || d > max) {
+            return input(format!(
+                "tensor '{name}' in {} has shape {:?}: expected {rank} dims, each 1 to {max}",
+                t.path.display(),
+                t.shape
+            ));
+        }
+        Ok(t.shape.to_vec())
+    }
+
     pub fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<TensorRef<'_>> {
         let t = self.get(name)?;
         if t.shape != shape {

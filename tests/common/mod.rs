@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use noiseshift::models::mmdit::{Mmdit, TextConditioning};
+use noiseshift::models::joint::TextConditioning;
+use noiseshift::models::transformer::{Placement, Transformer};
 use noiseshift::noiseshift::search::VelocityModel;
 use noiseshift::tensor_file::{self, HostTensor};
 use noiseshift::weights::{ModelPath, WeightSet};
@@ -33,10 +34,11 @@ pub fn all_gpus() -> Vec<Gpu> {
         .collect()
 }
 
-pub fn load_model(gpu: &Gpu, name: &str) -> Mmdit {
+/// A fixture model; its weights live as long as the test process (FLUX may stream from them).
+pub fn load_model(gpu: &Gpu, name: &str) -> Transformer<'static> {
     let path = ModelPath::resolve(&fixtures().join(name)).unwrap();
-    let weights = WeightSet::open(&path.transformer_files).unwrap();
-    Mmdit::load(gpu, &weights, path.config.as_ref()).unwrap()
+    let weights = Box::leak(Box::new(WeightSet::open(&path.transformer_files).unwrap()));
+    Transformer::load(gpu, weights, path.config.as_ref(), Placement::RESIDENT).unwrap()
 }
 
 pub fn read(path: &Path) -> std::collections::HashMap<String, HostTensor> {
@@ -120,4 +122,20 @@ impl VelocityModel for Gaussian {
             .collect();
         Ok(Tensor::from_f32(gpu, x.shape(), &v)?)
     }
+}
+
+/// The binary under test, without the environment's device and model choices.
+pub fn noiseshift_cmd() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_noiseshift"));
+    c.env_remove("NOISESHIFT_DEVICE")
+        .env_remove("NOISESHIFT_MODEL");
+    c
+}
+
+/// Run `cmd`: its exit code and stderr, which must not hold a panic.
+pub fn run_cmd(cmd: &mut std::process::Command) -> (i32, String) {
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    (o.status.code().unwrap_or(-1), err)
 }

@@ -162,17 +162,7 @@ impl MmditConfig {
     /// Infer the configuration from tensor names and shapes, every rank and dim checked before
     /// it is used.
     pub fn infer(w: &WeightSet, keys: &KeyFormat) -> Result<MmditConfig> {
-        let shape = |name: &str, rank: usize| -> Result<Vec<usize>> {
-            let t = w.get(name)?;
-            if t.shape.len() != rank || t.shape.iter().any(|&d| d == 0 || d > MAX_DIM) {
-                return input(format!(
-                    "tensor '{name}' in {} has shape {:?}: expected {rank} dims, each 1 to {MAX_DIM}",
-                    t.path.display(),
-                    t.shape
-                ));
-            }
-            Ok(t.shape.to_vec())
-        };
+        let shape = |name: &str, rank: usize| w.shape_checked(name, rank, MAX_DIM);
         let patch_name = format!("{}.weight", keys.patch_embed());
         let [hidden, in_channels, p, p2] = shape(&patch_name, 4)?[..] else {
             unreachable!("rank checked")

@@ -3,6 +3,7 @@
 //! usually under the prefix `model.diffusion_model.`. Detected from the keys, not file names.
 
 use crate::error::{Result, input};
+use crate::models::joint::Qkv;
 use crate::weights::WeightSet;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,12 +18,6 @@ pub enum Stream {
 pub enum KeyFormat {
     Diffusers { prefix: String },
     Original { prefix: String },
-}
-
-/// Where a projection's weight lives: one tensor, or q, k and v to stack.
-pub enum Qkv {
-    Fused(String),
-    Split([String; 3]),
 }
 
 impl KeyFormat {
