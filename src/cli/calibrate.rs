@@ -75,6 +75,10 @@ pub struct Args {
     /// Sample the latent distribution of each image (seeded) instead of taking its mean.
     #[arg(long, requires = "images")]
     sample_latents: bool,
+    /// The VAE for --images and --self instead of the model's: a VAE folder or a single file
+    /// (FLUX's ae.safetensors beside flux1-dev.safetensors).
+    #[arg(long)]
+    vae: Option<PathBuf>,
     /// Encode --images in overlapping tiles: `auto` when the activations would not fit.
     #[arg(long, value_enum, default_value = "auto")]
     vae_tiling: TilingMode,
@@ -286,6 +290,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
             args.captions.as_deref(),
             args.embeds.as_deref(),
             args.prompts.as_deref(),
+            args.vae.as_deref(),
         ],
     );
     check_output(&out, &inputs)?;
@@ -306,6 +311,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
             Some((list.iter().map(|p| p.to_string()).collect(), what))
         }
     };
+    let vae_path = args.vae.as_deref().unwrap_or(&path.path);
     let gpu = open_gpu(device, false)?;
     // Activations of `rows` rows of `side` latents (calibration's own batches are sized to
     // the device's bindings after the model loads: one row is what loading must allow for).
@@ -324,7 +330,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         (Some(file), _, _) => Dataset::load(file, args.samples, args.seed, &expect)?,
         (None, None, Some(count)) => {
             let (prompts, prompts_source) = self_prompts.expect("read above");
-            let source = open_vae(&path, configs.vae.as_ref(), config.latent_channels())?;
+            let source = open_vae(vae_path, configs.vae.as_ref(), config.latent_channels())?;
             let encoder = args.encoders.prompt_encoder(
                 &gpu,
                 &path,
@@ -377,7 +383,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
             if let Some(c) = &args.captions {
                 images::read_captions(c, &files)?;
             }
-            let source = open_vae(&path, configs.vae.as_ref(), config.latent_channels())?;
+            let source = open_vae(vae_path, configs.vae.as_ref(), config.latent_channels())?;
             let vae = Vae::load(
                 &gpu,
                 &source.weights,

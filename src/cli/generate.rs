@@ -71,6 +71,10 @@ pub struct Args {
     /// Also write a contact sheet of the batch as FILE-grid.png.
     #[arg(long, requires = "out")]
     grid: bool,
+    /// The VAE for --out instead of the model's: a VAE folder or a single file (FLUX's
+    /// ae.safetensors beside flux1-dev.safetensors, an SD3 checkpoint's first_stage_model.*).
+    #[arg(long, requires = "out")]
+    vae: Option<PathBuf>,
     /// Decode in overlapping tiles: `auto` when the activations would not fit the device.
     #[arg(long, value_enum, default_value = "auto")]
     vae_tiling: TilingMode,
@@ -100,9 +104,9 @@ pub struct Args {
 fn check_components(args: &Args, components: &[Component]) -> Result<()> {
     if let Some(out) = &args.out {
         check_out(out)?;
-        if !components.contains(&Component::Vae) {
+        if args.vae.is_none() && !components.contains(&Component::Vae) {
             return input(
-                "--out needs the model's VAE (component 'vae'), which it lacks; use --output-latents FILE",
+                "--out needs a VAE and the model has none (component 'vae'): pass --vae PATH (FLUX: ae.safetensors) or use --output-latents FILE",
             );
         }
     }
@@ -190,6 +194,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
             args.latents.as_deref(),
             args.text.embeds.as_deref(),
             args.config.as_deref(),
+            args.vae.as_deref(),
         ],
     );
     let table_file = Path::new(&args.calibration);
@@ -220,7 +225,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     // The VAE is checked against the transformer before any sampling.
     let vae = match &args.out {
         Some(_) => Some(open_vae(
-            &path,
+            args.vae.as_deref().unwrap_or(&path.path),
             configs.vae.as_ref(),
             config.latent_channels(),
         )?),

@@ -129,11 +129,11 @@ pub(crate) fn check_output(out: &std::path::Path, inputs: &[&std::path::Path]) -
 /// The VAE of `path` (its folder's vae/, or the single file's), checked against a
 /// transformer taking `channels` latent channels at /8.
 pub(crate) fn open_vae(
-    path: &crate::weights::ModelPath,
+    path: &std::path::Path,
     config: Option<&serde_json::Value>,
     channels: usize,
 ) -> Result<crate::models::vae::locate::VaeSource> {
-    let source = crate::models::vae::locate::VaeSource::open(&path.path, config)?;
+    let source = crate::models::vae::locate::VaeSource::open(path, config)?;
     let c = &source.config;
     if c.latent_channels != channels {
         return input(format!(
