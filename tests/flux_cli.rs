@@ -59,9 +59,10 @@ fn prompt_to_png_matches_flux_pipeline() {
 }
 
 #[test]
-fn a_single_file_with_a_separate_vae_gives_the_same_image() {
-    // flux1-dev.safetensors carries no VAE: --vae takes it from elsewhere (ae.safetensors, or
-    // here the pipeline's vae/ folder); --config gives the single file its RoPE split.
+fn a_single_file_with_a_separate_vae_and_encoders_gives_the_same_image() {
+    // flux1-dev.safetensors carries no VAE or text encoders: --vae takes the VAE from
+    // elsewhere (ae.safetensors, or here the pipeline's vae/ folder); --config, a FluxPipeline
+    // folder, gives the single file its RoPE split and lends its text encoders.
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("x.png");
     let (code, err) = run_cmd(
@@ -70,8 +71,8 @@ fn a_single_file_with_a_separate_vae_gives_the_same_image() {
             .arg(flux().join("dev-tiny-single.safetensors"))
             .arg("--config")
             .arg(flux().join("dev-tiny"))
-            .arg("--embeds")
-            .arg(flux().join("generate-dev/embeds.safetensors"))
+            .args(["--prompt", case()["prompt"].as_str().unwrap()])
+            .args(["--max-sequence-length", "16"])
             .arg("--latents")
             .arg(flux().join("generate-dev/latents.safetensors"))
             .args(["--steps", "4", "--calibration", "none", "--out"])

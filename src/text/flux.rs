@@ -21,11 +21,27 @@ impl FluxEncoders {
         single: Option<&WeightSet>,
         config_root: Option<&std::path::Path>,
     ) -> Result<FluxEncoders> {
+        // BFL's single files carry no text encoders: a FluxPipeline folder given as --config
+        // lends its own (weights and tokenizers).
+        let lender = match (single, config_root) {
+            (Some(w), Some(root))
+                if !w.names().any(|n| n.starts_with("text_encoders."))
+                    && root.join("model_index.json").exists() =>
+            {
+                Some(ModelPath::resolve(root)?)
+            }
+            _ => None,
+        };
+        let (model, single) = match &lender {
+            Some(folder) => (folder, None),
+            None => (model, single),
+        };
         let find = |kind| EncoderFiles::locate(kind, true, model, single, config_root);
         let (Some(clip_l), Some(t5)) = (find(EncoderKind::ClipL)?, find(EncoderKind::T5)?) else {
             return input(format!(
                 "{} lacks FLUX's text encoders (text_encoder/ with tokenizer/ for CLIP-L, text_encoder_2/ with \
-                 tokenizer_2/ for T5) that --prompt needs; use a diffusers FluxPipeline folder or pass --embeds FILE",
+                 tokenizer_2/ for T5) that --prompt needs; use a diffusers FluxPipeline folder (as the model, or as \
+                 --config beside a single file) or pass --embeds FILE",
                 model.path.display()
             ));
         };
