@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a lent GPU machine, in one call (benches/gpu/prepare.sh packed .gl and .gpu here first):
 # the test suite (on the first adapter; GL tried once), `noiseshift devices` and `profile`, the kernel,
-# transformer and calibration benches, and PyTorch's reference timings on the same card.
+# transformer, calibration, FLUX, VAE and text-encoder benches, and PyTorch's reference timings
+# (torch_baseline.py, and torch_models.py for FLUX and the VAE) on the same card.
 # Everything goes to $OUT/log.txt, ours.json and torch.json; a summary ends the output.
 set -u
 cd "$(dirname "$0")/../.."
@@ -48,6 +49,12 @@ for kernel in ${LINEAR:-auto tiled wide coop}; do
 done
 NOISESHIFT_BENCH_256=1 NOISESHIFT_BENCH_SAMPLES=${SAMPLES:-2} step bench-calibration 300 $BIN/bench-calibration
 PYTHONUNBUFFERED=1 step torch 400 python3 .gpu/torch_baseline.py --json "$OUT/torch.json"
+# FLUX.1-dev-shaped forward at 1024 px (2 + 4 blocks, scaled), the VAE decode at 1024 px, the
+# text encoders, and diffusers' FLUX and VAE on the same card.
+NOISESHIFT_BENCH_FLUX_SIDE=1024 NOISESHIFT_BENCH_FLUX_BLOCKS=2,4 step bench-flux 240 $BIN/bench-flux
+step bench-vae 180 $BIN/bench-vae
+step bench-text_encoders 240 $BIN/bench-text_encoders
+PYTHONUNBUFFERED=1 step torch-models 240 python3 benches/gpu/torch_models.py --json "$OUT/torch_models.json"
 
 echo "--- summary"
-grep -E "^(=== bench|test result|adapter|ceilings|linear|attention|layer_norm|modulate|conv2d|CPU|matmul ceiling|weights on|[0-9]+x[0-9]+|    split|    slowest|forwards against|failures:|    [a-z_:]+$|thread .* panicked)" "$LOG" | grep -v ": rc=" | cut -c1-160
+grep -E "^(=== bench|diffusers|FLUX|VAE|clip|t5|[0-9]+x[0-9]+ px|resident|streamed|test result|adapter|ceilings|linear|attention|layer_norm|modulate|conv2d|CPU|matmul ceiling|weights on|[0-9]+x[0-9]+|    split|    slowest|forwards against|failures:|    [a-z_:]+$|thread .* panicked)" "$LOG" | grep -v ": rc=" | cut -c1-160
