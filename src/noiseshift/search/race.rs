@@ -20,7 +20,8 @@
 //!    that point has been scored already.
 //!
 //! sigma_hat is the best level scored on all samples, on the grid's fine lattice sigma_i + k *
-//! fine_stride, within the same bound u_i, with the grid's tie rules; loss_nominal and
+//! fine_stride, within the same bound u_i and the grid's reach (coarse + fine window around
+//! sigma_i unless --widen), with the grid's tie rules; loss_nominal and
 //! loss_calibrated are means over all samples, as the grid's are.
 
 use super::{Engine, Memo, StepResult, StepState, VelocityModel, key, pick};
@@ -28,17 +29,40 @@ use crate::error::Result;
 use crate::noiseshift::grid::{Window, tidy};
 use crate::noiseshift::table::{Adaptive, Step};
 
-/// The point of the lattice sigma + k * stride nearest `x`, inside [0, upper] where one is.
-fn on_lattice(sigma: f64, stride: f64, x: f64, upper: f64) -> f64 {
-    let k = ((x - sigma) / stride).round();
-    let mut p = tidy(sigma + k * stride);
-    if p > upper + 1e-12 {
-        p = tidy(p - stride);
+/// The levels the search may return: the grid's reach around sigma (its fine window around a
+/// coarse winner at most one coarse window away; unbounded with --widen), inside [0, upper].
+#[derive(Clone, Copy, Debug)]
+struct Range {
+    lo: f64,
+    hi: f64,
+}
+
+impl Range {
+    fn contains(&self, level: f64) -> bool {
+        (self.lo - 1e-12..=self.hi + 1e-12).contains(&level)
     }
-    if p < -1e-12 {
-        p = tidy(p + stride);
+
+    /// The point of the lattice sigma + k * stride nearest `x`, inside the range where one is.
+    fn on_lattice(&self, sigma: f64, stride: f64, x: f64) -> f64 {
+        let k = ((x.clamp(self.lo, self.hi) - sigma) / stride).round();
+        let mut p = tidy(sigma + k * stride);
+        if p > self.hi + 1e-12 {
+            p = tidy(p - stride);
+        }
+        if p < self.lo - 1e-12 {
+            p = tidy(p + stride);
+        }
+        p.clamp(self.lo, self.hi)
     }
-    p.clamp(0.0, upper)
+
+    /// The levels of `levels` inside the range.
+    fn within(&self, levels: &[f64]) -> Vec<f64> {
+        levels
+            .iter()
+            .copied()
+            .filter(|&l| self.contains(l))
+            .collect()
+    }
 }
 
 /// The vertex of the parabola through three points, None when they are not convex.
@@ -74,15 +98,6 @@ fn nearest3(levels: &[f64], best: f64) -> Option<[f64; 3]> {
     Some(three)
 }
 
-/// The levels of `levels` inside the bound.
-fn within(levels: &[f64], upper: f64) -> Vec<f64> {
-    levels
-        .iter()
-        .copied()
-        .filter(|&l| l <= upper + 1e-12)
-        .collect()
-}
-
 impl<M: VelocityModel> Engine<'_, M> {
     pub(super) fn adaptive(
         &self,
@@ -95,6 +110,18 @@ impl<M: VelocityModel> Engine<'_, M> {
         let (sigma, sigma_next) = (c.sigmas[i], c.sigmas[i + 1]);
         let fs = c.fine_stride;
         let all = self.samples();
+        // The grid cannot answer beyond its windows; searching the same range keeps the two
+        // comparable, and `edge` says when the optimum may lie further out.
+        let reach = if c.widen {
+            f64::INFINITY
+        } else {
+            c.coarse_window + c.fine_window
+        };
+        let hi = upper.min(sigma + reach);
+        let range = Range {
+            lo: (sigma - reach).max(0.0).min((hi - c.fine_window).max(0.0)),
+            hi,
+        };
 
         // 1. The pilot race over the coarse window.
         let pilot_levels = Window {
@@ -148,15 +175,15 @@ impl<M: VelocityModel> Engine<'_, M> {
         // 2. Refinement on all samples.
         let mut full = vec![sigma];
         self.evaluate(st, &[sigma], all)?;
-        let mut next = on_lattice(sigma, fs, predicted, upper);
+        let mut next = range.on_lattice(sigma, fs, predicted);
         for _ in 0..=a.refinements {
             if full.iter().any(|&l| key(l) == key(next)) {
                 break;
             }
             self.evaluate(st, &[next], all)?;
             full.push(next);
-            let in_range: Vec<f64> = within(&full, upper);
-            let best = pick(&st.memo.pairs(&in_range, Some(all)), sigma, upper).0;
+            let in_range = range.within(&full);
+            let best = pick(&st.memo.pairs(&in_range, Some(all)), sigma, hi).0;
             let mean = |l| st.memo.mean(l, Some(all));
             let guess = match nearest3(&full, best) {
                 Some(p) => vertex3(p.map(|l| (l, mean(l)))),
@@ -178,20 +205,20 @@ impl<M: VelocityModel> Engine<'_, M> {
             });
             // Steps stay within one pilot stride of the best point.
             let guess = guess.clamp(best - a.pilot_stride, best + a.pilot_stride);
-            next = on_lattice(sigma, fs, guess, upper);
+            next = range.on_lattice(sigma, fs, guess);
         }
         // Downhill on the fine lattice until both neighbours of the best are worse: a local
         // minimum of the loss over all samples, as the grid's answer is.
         for _ in 0..=a.refinements {
-            let in_range: Vec<f64> = within(&full, upper);
+            let in_range = range.within(&full);
             if in_range.is_empty() {
                 break;
             }
-            let best = pick(&st.memo.pairs(&in_range, Some(all)), sigma, upper).0;
+            let best = pick(&st.memo.pairs(&in_range, Some(all)), sigma, hi).0;
             let fresh: Vec<f64> = [best - fs, best + fs]
                 .into_iter()
                 .map(tidy)
-                .filter(|&l| (-1e-12..=upper + 1e-12).contains(&l))
+                .filter(|&l| range.contains(l))
                 .map(|l| l.max(0.0))
                 .filter(|&l| !full.iter().any(|&f| key(f) == key(l)))
                 .collect();
@@ -201,14 +228,21 @@ impl<M: VelocityModel> Engine<'_, M> {
             self.evaluate(st, &fresh, all)?;
             full.extend(fresh);
         }
-        let in_range: Vec<f64> = within(&full, upper);
+        let in_range = range.within(&full);
         let (sigma_hat, loss_calibrated) = if in_range.is_empty() {
-            // Only sigma, above the bound, was scored: the bound itself.
-            self.evaluate(st, &[upper], all)?;
-            (upper, st.memo.mean(upper, Some(all)))
+            // Only sigma, above the bound, was scored: the top of the range.
+            self.evaluate(st, &[hi], all)?;
+            (hi, st.memo.mean(hi, Some(all)))
         } else {
-            pick(&st.memo.pairs(&in_range, Some(all)), sigma, upper)
+            pick(&st.memo.pairs(&in_range, Some(all)), sigma, hi)
         };
+        // Where the grid's coarse winner would sit on its window's edge (with room beyond it
+        // below the bound): the optimum may lie further out.
+        let (cw, cs) = (c.coarse_window, c.coarse_stride);
+        let off = sigma_hat - sigma;
+        let edge = !c.widen
+            && ((off >= cw - 0.5 * cs - 1e-9 && sigma + cw + cs <= upper + 1e-9)
+                || (off <= -(cw - 0.5 * cs) + 1e-9 && sigma - cw - cs >= -1e-9));
         let stderr = self.vertex_stderr(st.memo, &full, sigma_hat, upper, i);
         Ok(StepResult {
             step: Step {
@@ -219,7 +253,7 @@ impl<M: VelocityModel> Engine<'_, M> {
                 loss_calibrated,
                 candidates: pilot_levels.len() + full.len(),
                 sigma_hat_stderr: stderr,
-                edge: false,
+                edge,
             },
             coarse_winner: winner,
             coarse: st.memo.pairs(&pilot_levels, Some(pilot_n)),
@@ -268,10 +302,12 @@ mod tests {
 
     #[test]
     fn lattice_points_stay_in_range() {
-        assert_eq!(on_lattice(0.503, 0.01, 0.5481, 1.0), 0.553);
-        // Rounding past the bound or below zero steps back inside.
-        assert_eq!(on_lattice(0.503, 0.01, 0.5481, 0.55), 0.543);
-        assert_eq!(on_lattice(0.0089, 0.01, 0.0, 1.0), 0.0089);
+        let range = |lo, hi| Range { lo, hi };
+        assert_eq!(range(0.0, 1.0).on_lattice(0.503, 0.01, 0.5481), 0.553);
+        // Rounding past the bound or below the range steps back inside.
+        assert_eq!(range(0.0, 0.55).on_lattice(0.503, 0.01, 0.5481), 0.543);
+        assert_eq!(range(0.0, 1.0).on_lattice(0.0089, 0.01, 0.0), 0.0089);
+        assert_eq!(range(0.39, 0.6).on_lattice(0.503, 0.01, 0.3), 0.393);
         assert_eq!(nearest3(&[0.1, 0.5, 0.2, 0.9], 0.15), Some([0.1, 0.2, 0.5]));
         assert_eq!(nearest3(&[0.1, 0.5], 0.15), None);
     }
