@@ -236,13 +236,16 @@ impl<M: VelocityModel> Engine<'_, M> {
         } else {
             pick(&st.memo.pairs(&in_range, Some(all)), sigma, hi)
         };
-        // Where the grid's coarse winner would sit on its window's edge (with room beyond it
-        // below the bound): the optimum may lie further out.
-        let (cw, cs) = (c.coarse_window, c.coarse_stride);
-        let off = sigma_hat - sigma;
-        let edge = !c.widen
-            && ((off >= cw - 0.5 * cs - 1e-9 && sigma + cw + cs <= upper + 1e-9)
-                || (off <= -(cw - 0.5 * cs) + 1e-9 && sigma - cw - cs >= -1e-9));
+        // The grid's edge test on the coarse point nearest sigma_hat (the grid's coarse winner
+        // there): the optimum may lie further out.
+        let coarse = Window {
+            center: sigma,
+            half_width: c.coarse_window,
+            stride: c.coarse_stride,
+        };
+        let k = ((sigma_hat - sigma).clamp(-c.coarse_window, c.coarse_window) / c.coarse_stride)
+            .round();
+        let edge = !c.widen && coarse.on_edge(tidy(sigma + k * c.coarse_stride), 1, upper);
         let stderr = self.vertex_stderr(st.memo, &full, sigma_hat, upper, i);
         Ok(StepResult {
             step: Step {
