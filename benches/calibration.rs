@@ -83,7 +83,7 @@ fn main() {
                 Engine::new(&gpu, &velocity, x0.clone(), eps.clone(), config(batch)).unwrap();
             let start = std::time::Instant::now();
             let r = engine
-                .step(5, 1.0, &mut Memo::default(), &mut |_, _| Ok(()))
+                .step(5, &[], &mut Memo::default(), &mut |_, _| Ok(()))
                 .unwrap();
             let secs = start.elapsed().as_secs_f64();
             let rate = r.evaluations as f64 / secs;

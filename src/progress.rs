@@ -37,9 +37,12 @@ impl Progress {
         }
     }
 
-    /// Advance by `n` and say what was just done.
+    /// Advance by `n` and say what was just done (past the total, the total grows with it).
     pub fn advance(&mut self, n: u64, what: &str) {
         self.done += n;
+        if self.done > self.total {
+            self.set_total(self.done);
+        }
         match &self.bar {
             Some(bar) => {
                 bar.set_message(format!("{} {what}", self.label));
@@ -68,6 +71,14 @@ impl Progress {
             if let Some(bar) = &self.bar {
                 bar.set_position(done);
             }
+        }
+    }
+
+    /// A new estimate of the whole (for work whose size is only known as it goes).
+    pub fn set_total(&mut self, total: u64) {
+        self.total = total.max(self.done);
+        if let Some(bar) = &self.bar {
+            bar.set_length(self.total);
         }
     }
 

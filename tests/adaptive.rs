@@ -2,13 +2,16 @@
 //! defaults, on the closed-form Gaussian model over many (s_m, s_d) pairs and schedules and on the
 //! tiny SD3 and SD3.5 fixtures (200 samples, so the race has work to do). Each case prints
 //! what the bar asks (sigma_hat within one fine stride on 90 % of steps, the sum of
-//! loss_calibrated within 0.1 %, a tenth of the evaluations); the search does not meet it yet
-//! (BENCHMARKS.md says why), so the asserts hold it to what it does reach with a margin: the
-//! closed form's losses within 0.1 % at under 35 % of the evaluations and agreement on 75 % of
-//! steps (both search the grid's reach around sigma_i, and say so where the answer sits on its
-//! limit), the random fixtures' (whose loss is bumpy in s) within 2 % at under 30 %. Also:
-//! deterministic, batched = unbatched, and a step interrupted mid-race and resumed from its saved
-//! rows gives the same answer.
+//! loss_calibrated within 0.1 %, a tenth of the evaluations). On the closed form the search meets
+//! the first two (168 / 176 steps on lavapipe) at 11-17 % of the evaluations, not a tenth
+//! (BENCHMARKS.md says why), so the asserts hold it to that with a margin: agreement on 90 % of
+//! steps, losses within 0.1 %, under 20 % of the evaluations per case (both search the grid's
+//! reach around sigma_i, and say so where the answer sits on its limit); the random fixtures'
+//! (whose loss is bumpy in s, so the optimum jumps between local minima the trend does not
+//! follow) within 4 % at under 25 % of the evaluations, and within 2.5 % at under 30 % with
+//! --race-every-step. Also: deterministic, batched = unbatched, and a step interrupted
+//! mid-search (in the race or the line search) and resumed from its saved rows gives the same
+//! answer.
 
 mod common;
 
@@ -28,7 +31,9 @@ fn defaults() -> Adaptive {
         pilot_stride: 0.01,
         first_samples: 8,
         z: 3.0,
-        refinements: 4,
+        refinements: 8,
+        follow: true,
+        race_every_step: false,
     }
 }
 
@@ -49,13 +54,13 @@ fn config(sigmas: Vec<f64>, adaptive: Option<Adaptive>, batch: usize) -> SearchC
 
 /// Every step in order, each bounded by the previous sigma_hat.
 fn calibrate<M: VelocityModel>(engine: &Engine<'_, M>) -> Vec<StepResult> {
-    let mut upper = 1.0;
+    let mut earlier = Vec::new();
     (0..engine.steps())
         .map(|i| {
             let r = engine
-                .step(i, upper, &mut Memo::default(), &mut |_, _| Ok(()))
+                .step(i, &earlier, &mut Memo::default(), &mut |_, _| Ok(()))
                 .unwrap();
-            upper = r.step.sigma_hat;
+            earlier.push(r.step.sigma_hat);
             r
         })
         .collect()
@@ -156,7 +161,7 @@ fn closed_form_many_pairs_and_schedules_against_the_grid() {
         let what = format!("s_d {s_d} s_m {s_m} spread {spread}, {n} steps shift {shift}");
         let agreement = compare(&what, &grid, &adaptive);
         assert!(agreement.loss_ratio <= 1.001, "{what}");
-        assert!(agreement.evaluations_ratio <= 0.35, "{what}");
+        assert!(agreement.evaluations_ratio <= 0.2, "{what}");
         steps += agreement.steps;
         within += agreement.within_stride;
         for (g, r) in grid.iter().zip(&adaptive) {
@@ -173,7 +178,7 @@ fn closed_form_many_pairs_and_schedules_against_the_grid() {
     );
     // Not all: the grid judges the edge on its coarse lattice, the adaptive search on its answer.
     assert!(edges > 0 && 5 * both_edges >= 4 * edges);
-    assert!(within as f64 >= 0.75 * steps as f64);
+    assert!(within as f64 >= 0.9 * steps as f64);
 }
 
 /// A dataset with enough samples that the race has work to do: random latents at the fixture
@@ -219,9 +224,19 @@ fn tiny_sd3_and_sd35_against_the_grid() {
             calibrate(&Engine::new(&gpu, &velocity, x0.clone(), eps.clone(), c).unwrap())
         };
         let grid = run(None);
+        // The default follows the trend; where the optimum jumps between local minima (as
+        // here), --race-every-step finds the new basin for more evaluations.
         let adaptive = run(Some(defaults()));
         let agreement = compare(name, &grid, &adaptive);
-        assert!(agreement.loss_ratio <= 1.02, "{name}");
+        assert!(agreement.loss_ratio <= 1.04, "{name}");
+        assert!(agreement.evaluations_ratio <= 0.25, "{name}");
+        let racing = Adaptive {
+            race_every_step: true,
+            ..defaults()
+        };
+        let adaptive = run(Some(racing));
+        let agreement = compare(&format!("{name} --race-every-step"), &grid, &adaptive);
+        assert!(agreement.loss_ratio <= 1.025, "{name}");
         assert!(agreement.evaluations_ratio <= 0.3, "{name}");
     }
 }
@@ -241,35 +256,41 @@ fn deterministic_batched_equals_unbatched_and_resumes_mid_race() {
     assert_eq!(table(&whole), table(&calibrate(&engine(4096))));
     assert_eq!(table(&whole), table(&calibrate(&engine(7))));
 
-    // Interrupt step 3 after each number of forwards in turn (one row per forward), keep the
-    // rows it saved, and resume from them.
+    // Interrupt step 0 (the pilot race, then the line search) and step 3 (a follow start)
+    // after each number of forwards in turn (one row per forward), keep the rows it saved, and
+    // resume from them.
     let one = engine(1);
-    let upper = whole[2].step.sigma_hat;
-    let total = whole[3].evaluations;
-    for stop_after in [1, total / 3, total / 2, total - 1] {
-        let mut saved = Memo::default();
-        let mut forwards = 0;
-        let err = one.step(3, upper, &mut Memo::default(), &mut |_, memo| {
-            forwards += 1;
-            saved = memo.clone();
-            if forwards == stop_after {
-                return Err(noiseshift::Error::Failure("killed".into()));
-            }
-            Ok(())
-        });
-        assert!(err.is_err());
-        assert_eq!(saved.rows(), stop_after);
-        // Through the table's format, as --resume reads it.
-        let mut memo = Memo::from_levels(&saved.levels());
-        let mut ran = 0;
-        let r = one
-            .step(3, upper, &mut memo, &mut |rows, _| {
-                ran += rows;
+    for i in [0, 3] {
+        let earlier: Vec<f64> = whole[..i].iter().map(|r| r.step.sigma_hat).collect();
+        let total = whole[i].evaluations;
+        for stop_after in [1, total / 3, total / 2, total - 1] {
+            let mut saved = Memo::default();
+            let mut forwards = 0;
+            let err = one.step(i, &earlier, &mut Memo::default(), &mut |_, memo| {
+                forwards += 1;
+                saved = memo.clone();
+                if forwards == stop_after {
+                    return Err(noiseshift::Error::Failure("killed".into()));
+                }
                 Ok(())
-            })
-            .unwrap();
-        assert_eq!(r.step, whole[3].step, "resumed after {stop_after} rows");
-        assert_eq!(r.evaluations, total);
-        assert_eq!(ran, total - stop_after);
+            });
+            assert!(err.is_err());
+            assert_eq!(saved.rows(), stop_after);
+            // Through the table's format, as --resume reads it.
+            let mut memo = Memo::from_levels(&saved.levels());
+            let mut ran = 0;
+            let r = one
+                .step(i, &earlier, &mut memo, &mut |rows, _| {
+                    ran += rows;
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(
+                r.step, whole[i].step,
+                "step {i} resumed after {stop_after} rows"
+            );
+            assert_eq!(r.evaluations, total);
+            assert_eq!(ran, total - stop_after);
+        }
     }
 }

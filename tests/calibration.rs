@@ -99,7 +99,7 @@ fn closed_form_gaussian_interior_bound_and_outside_the_window() {
         let mut upper = 1.0;
         for i in 0..6 {
             let r = engine
-                .step(i, upper, &mut Memo::default(), &mut |_, _| Ok(()))
+                .step(i, &[upper], &mut Memo::default(), &mut |_, _| Ok(()))
                 .unwrap();
             let loss = exact_loss(&x0, &eps, r.step.sigma, s_m);
             let exact = exact_minimiser(&loss, upper);
@@ -153,7 +153,7 @@ fn without_widen_an_outside_optimum_is_flagged_at_the_edge() {
     let sigmas = sd3_sigmas(6, 3.0);
     let engine = Engine::new(&gpu, &model, x0, eps, config(sigmas, false, 64)).unwrap();
     let r = engine
-        .step(2, 0.99, &mut Memo::default(), &mut |_, _| Ok(()))
+        .step(2, &[0.99], &mut Memo::default(), &mut |_, _| Ok(()))
         .unwrap();
     assert!(r.step.edge, "{r:?}");
     assert!(
@@ -308,7 +308,7 @@ fn batched_equals_one_candidate_per_forward() {
         (0..2)
             .map(|i| {
                 let r = engine
-                    .step(i, upper, &mut Memo::default(), &mut |_, _| Ok(()))
+                    .step(i, &[upper], &mut Memo::default(), &mut |_, _| Ok(()))
                     .unwrap();
                 upper = r.step.sigma_hat;
                 (
@@ -426,11 +426,20 @@ fn identity_table_reproduces_uncalibrated_generation() {
 
 #[test]
 fn resume_after_a_kill_gives_the_same_table() {
+    // Both searches: the adaptive one's later steps start from the earlier steps' answers,
+    // which a resumed run reads back from the table.
+    for search in ["grid", "adaptive"] {
+        resume_after_a_kill(search);
+    }
+}
+
+fn resume_after_a_kill(search: &str) {
     let dir = tempfile::tempdir().unwrap();
     let whole = dir.path().join("whole.json");
-    let args = ["--steps", "6", "--samples", "3"];
+    let args = ["--steps", "6", "--samples", "3", "--search", search];
     let o = calibrate(&whole, &args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(Table::read(&whole).unwrap().search.mode, search);
 
     let cut = dir.path().join("cut.json");
     let dataset = fixture_dataset();
@@ -469,7 +478,18 @@ fn resume_after_a_kill_gives_the_same_table() {
         (b.model, b.schedule, b.search)
     );
     // Resuming with other settings is refused.
-    let o = calibrate(&cut, &["--steps", "6", "--samples", "2", "--resume"]);
+    let o = calibrate(
+        &cut,
+        &[
+            "--steps",
+            "6",
+            "--samples",
+            "2",
+            "--search",
+            search,
+            "--resume",
+        ],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("other settings"));
 }

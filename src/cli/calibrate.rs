@@ -113,10 +113,12 @@ pub struct Args {
     /// window of sigma_i and flag the edge alike).
     #[arg(long)]
     widen: bool,
-    /// `grid`: every coarse and fine candidate on every sample (NOISESHIFT.md). `adaptive`: a
-    /// pilot race on growing sample counts, then a few levels on all samples (BENCHMARKS.md:
-    /// a fifth to a third of the grid's evaluations, losses within 0.1 %, but sigma_hat differs
-    /// from the grid's by more than a fine stride on 20-50 % of steps, so it is not the default).
+    /// `grid`: every coarse and fine candidate on every sample (NOISESHIFT.md). `adaptive`: each
+    /// step starts where the earlier steps' offsets point (the first from a pilot race) and
+    /// line-searches a few levels on all samples (BENCHMARKS.md: on the closed-form model
+    /// sigma_hat within a fine stride of the grid's on 95 % of steps at 11-17 % of its
+    /// evaluations, losses within 0.001 %; on the built-in model losses 1.1 % above the grid's
+    /// at 19 %; not the tenth, so not the default).
     #[arg(long, value_enum, default_value_t = SearchMode::Grid)]
     search: SearchMode,
     /// Adaptive: spacing of the pilot race's candidates across the coarse window (0.0001..=1).
@@ -130,9 +132,17 @@ pub struct Args {
     /// exceeds this many standard errors of the paired differences (0.5..=20).
     #[arg(long, default_value_t = 3.0, value_parser = ranges::real(0.5, 20.0))]
     race_z: f64,
-    /// Adaptive: parabola steps on all samples after the pilot's prediction, at most (0..=100).
-    #[arg(long, default_value_t = 4, value_parser = ranges::count(0..=100))]
+    /// Adaptive: line-search steps on all samples after the start, at most (0..=100).
+    #[arg(long, default_value_t = 8, value_parser = ranges::count(0..=100))]
     refinements: usize,
+    /// Adaptive: race every step instead of starting each after the first from the earlier
+    /// steps' offsets sigma_hat - sigma, extrapolated.
+    #[arg(long)]
+    no_follow: bool,
+    /// Adaptive: with the trend start, still race every step over the coarse window and start
+    /// from the race's basin where it left the trend's neighbourhood (finds optima that jump).
+    #[arg(long)]
+    race_every_step: bool,
     /// Rows (candidate x sample) per model evaluation. Default: the most the device's binding
     /// limits allow for this model and resolution (1..=65536).
     #[arg(long, value_parser = ranges::count(1..=65_536))]
@@ -168,6 +178,8 @@ fn search_record(args: &Args, guidance: f64, samples: usize, dataset: &str) -> S
         first_samples: args.race_samples,
         z: args.race_z,
         refinements: args.refinements,
+        follow: !args.no_follow,
+        race_every_step: args.race_every_step,
     });
     Search {
         mode: if adaptive.is_some() {
@@ -517,14 +529,11 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     let mut progress = Progress::new("calibrating", (steps - first) as u64 * per_step);
     let mut ran = 0;
     for i in first..steps {
-        let upper = if i == 0 {
-            1.0
-        } else {
-            table.steps[i - 1].sigma_hat
-        };
+        // The steps before bound this one and give the adaptive search its start.
+        let earlier: Vec<f64> = table.steps.iter().map(|s| s.sigma_hat).collect();
         let label = format!("step {}/{}", i + 1, steps);
         let result = engine
-            .step(i, upper, &mut memo, &mut |rows, memo| {
+            .step(i, &earlier, &mut memo, &mut |rows, memo| {
                 ran += rows;
                 progress.advance(rows as u64, &label);
                 // The step in progress is saved after every forward, for --resume mid-step.
@@ -540,7 +549,14 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
                 e => e,
             })?;
         memo = Memo::default();
-        progress.skip_to((i + 1 - first) as u64 * per_step);
+        let finished = (i + 1 - first) as u64;
+        if table.search.adaptive.is_some() {
+            // The adaptive search's cost is known only as it goes: the rest at the mean so far.
+            let mean = (ran as u64 / finished).max(1);
+            progress.set_total(ran as u64 + (steps - i - 1) as u64 * mean);
+        } else {
+            progress.skip_to(finished * per_step);
+        }
         table.partial = None;
         table.evaluations += result.evaluations;
         table.steps.push(result.step);

@@ -291,16 +291,19 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
         })
     }
 
-    /// Calibrate step `i` with conditioning levels allowed in [0, upper] (upper = sigma_hat of
-    /// step i - 1, or 1). `memo` holds the rows of this step already evaluated (empty, or what
-    /// an interrupted run saved); `on_rows` is told of each model evaluation.
+    /// Calibrate step `i`. `earlier` holds sigma_hat of the steps just before it (any number,
+    /// the last being step i - 1's): the last bounds the conditioning levels to [0, it] (1
+    /// when empty), and the adaptive search starts from their trend. `memo` holds the rows of
+    /// this step already evaluated (empty, or what an interrupted run saved); `on_rows` is
+    /// told of each model evaluation.
     pub fn step(
         &self,
         i: usize,
-        upper: f64,
+        earlier: &[f64],
         memo: &mut Memo,
         on_rows: &mut OnRows<'_>,
     ) -> Result<StepResult> {
+        let upper = earlier.last().copied().unwrap_or(1.0);
         let sigma = self.config.sigmas[i];
         let dt = self.config.sigmas[i + 1] - sigma;
         let xi_host: Vec<f32> = self
@@ -317,7 +320,7 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
             on_rows,
         };
         match &self.config.adaptive {
-            Some(a) => self.adaptive(i, upper, a, &mut st),
+            Some(a) => self.adaptive(i, earlier, a, &mut st),
             None => self.grid(i, upper, &mut st),
         }
     }
@@ -389,15 +392,11 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
         (coarse + fine) * self.samples()
     }
 
-    /// Rows one step is expected to cost (progress totals; the adaptive search's is a guess).
+    /// Rows one step is expected to cost (progress totals; the adaptive search's is a guess:
+    /// about four levels on all samples, a follow start mostly needs three).
     pub fn rows_per_step(&self) -> usize {
         match &self.config.adaptive {
-            Some(a) => {
-                let first = a.first_samples.min(self.samples());
-                let pilot =
-                    2 * (self.config.coarse_window / a.pilot_stride + 1e-9).floor() as usize + 1;
-                2 * pilot * first + 4 * self.samples()
-            }
+            Some(_) => 4 * self.samples(),
             None => self.grid_rows_per_step(),
         }
     }

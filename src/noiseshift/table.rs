@@ -67,8 +67,16 @@ pub struct Adaptive {
     /// A pilot candidate leaves the race once its paired mean loss difference to the current
     /// best exceeds z standard errors.
     pub z: f64,
-    /// Parabola steps on all samples after the pilot's prediction, at most.
+    /// Line-search steps on all samples after the start, at most.
     pub refinements: usize,
+    /// Start each step after the first from the earlier steps' offsets sigma_hat - sigma
+    /// instead of a pilot race (tables from before it raced every step).
+    #[serde(default)]
+    pub follow: bool,
+    /// With `follow`, still race every step, and start from the race's basin where it left
+    /// the trend's neighbourhood.
+    #[serde(default)]
+    pub race_every_step: bool,
 }
 
 /// The step in progress when a run stopped: every level evaluated so far with the losses of

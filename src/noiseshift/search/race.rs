@@ -2,27 +2,36 @@
 //! evaluations.
 //!
 //! Why not simply fewer samples: the images of a data set disagree about the best level, so
-//! the grid's answer (the lattice point of least loss over all samples) moves by several fine
-//! strides when samples are left out (see sigma_hat_stderr). Matching it needs the loss over all
-//! samples near the optimum; what can be saved is everything else. So:
+//! the argmin over a subsample of the loss's mean moves by several fine strides from the grid's
+//! (the lattice point of least loss over all samples). Racing candidates on subsamples finds the
+//! basin but not that point. What the grid wastes is everything away from the optimum: the loss
+//! over all samples is a smooth curve in s, and the optimum moves little from step to step. So:
 //!
-//! 1. Pilot race: the grid's coarse window, at a wider `pilot_stride`, is scored on the first
-//!    samples; a candidate whose paired mean loss difference to the current best exceeds z
-//!    standard errors leaves the race (every candidate sees the same (x0, eps) pairs, so the
-//!    differences vary far less than the losses), survivors get twice the samples per round, and
-//!    the race stops once the survivors lie within one pilot stride of each other or have a
-//!    quarter of the samples. It picks the basin (the loss can have two).
-//! 2. Full-sample refinement: the loss is smooth in s, so a parabola locates its minimum. The
-//!    nominal level sigma_i (needed for loss_nominal anyway) and the pilot's predicted minimum
-//!    are scored on all samples; then, up to `refinements` times, the parabola through the three
-//!    scored points nearest the best (or, with two, their slope and the pilot's curvature)
-//!    predicts the minimum, and its nearest fine-lattice point is scored on all samples, until
-//!    that point has been scored already.
+//! 1. Start: from the second step on, sigma_i plus the earlier steps' offset sigma_hat - sigma,
+//!    moved by its linear trend in sigma over the last two steps (`follow`). The first step (or
+//!    every step without `follow`) races instead: the grid's coarse window, at a wider
+//!    `pilot_stride`, is scored on the first samples; a candidate whose paired mean loss
+//!    difference to the current best exceeds z standard errors leaves the race (every candidate
+//!    sees the same (x0, eps) pairs, so the differences vary far less than the losses),
+//!    survivors get twice the samples per round, and the race stops once they lie within one
+//!    pilot stride of each other or have a quarter of the samples. The start is the middle of
+//!    the survivors. With `race_every_step` every step races, and a follow step starts from
+//!    the race's basin instead of the trend where the survivors left the trend's
+//!    neighbourhood (the optimum of a trained model can jump between local minima).
+//! 2. A line search on all samples from sigma_i (scored anyway, for loss_nominal) and the
+//!    start: the vertex of the parabola through the best scored level and its nearest scored
+//!    neighbour on each side (a bracket), else through the three scored levels nearest the
+//!    best, extrapolating at most twice their span; where they are not convex, a jump away from
+//!    the nearest scored level (one fine stride after a trend start, a quarter of the
+//!    survivors' span after a race; doubling each time). Each step scores the fine-lattice
+//!    point nearest its target; the search stops when that point is scored already, or after
+//!    `refinements` steps. Typically sigma_i, the start and one neighbour suffice: three levels
+//!    on all samples, where the grid scores 33-43.
 //!
 //! sigma_hat is the best level scored on all samples, on the grid's fine lattice sigma_i + k *
 //! fine_stride, within the same bound u_i and the grid's reach (coarse + fine window around
-//! sigma_i unless --widen), with the grid's tie rules; loss_nominal and
-//! loss_calibrated are means over all samples, as the grid's are.
+//! sigma_i unless --widen), with the grid's tie rules; loss_nominal and loss_calibrated are
+//! means over all samples, as the grid's are.
 
 use super::{Engine, Memo, StepResult, StepState, VelocityModel, key, pick};
 use crate::error::Result;
@@ -98,15 +107,45 @@ fn nearest3(levels: &[f64], best: f64) -> Option<[f64; 3]> {
     Some(three)
 }
 
+/// The levels a parabola goes through: the best and its nearest scored neighbour on each side
+/// (a bracket: the vertex lies between them), else the three nearest the best.
+fn parabola3(levels: &[f64], best: f64) -> Option<([f64; 3], bool)> {
+    let below = levels
+        .iter()
+        .copied()
+        .filter(|&l| l < best)
+        .max_by(f64::total_cmp);
+    let above = levels
+        .iter()
+        .copied()
+        .filter(|&l| l > best)
+        .min_by(f64::total_cmp);
+    match (below, above) {
+        (Some(b), Some(a)) => Some(([b, best, a], true)),
+        _ => nearest3(levels, best).map(|p| (p, false)),
+    }
+}
+
+/// Where the pilot race puts the optimum.
+struct Pilot {
+    levels: Vec<f64>,
+    /// Samples the survivors were scored on.
+    samples: usize,
+    winner: f64,
+    /// The lowest and highest survivor.
+    survivors: (f64, f64),
+}
+
 impl<M: VelocityModel> Engine<'_, M> {
     pub(super) fn adaptive(
         &self,
         i: usize,
-        upper: f64,
+        earlier: &[f64],
         a: &Adaptive,
         st: &mut StepState<'_, '_>,
     ) -> Result<StepResult> {
         let c = &self.config;
+        let upper = earlier.last().copied().unwrap_or(1.0);
         let (sigma, sigma_next) = (c.sigmas[i], c.sigmas[i + 1]);
         let fs = c.fine_stride;
         let all = self.samples();
@@ -123,14 +162,145 @@ impl<M: VelocityModel> Engine<'_, M> {
             hi,
         };
 
-        // 1. The pilot race over the coarse window.
-        let pilot_levels = Window {
+        // 1. Where to start: the earlier steps' offsets sigma_hat - sigma extrapolated, else
+        // the pilot race's survivors: their middle, with a first jump a quarter of their span.
+        let trend = if a.follow && i > 0 {
+            self.trend(i, earlier)
+        } else {
+            None
+        };
+        let pilot = match trend {
+            Some(_) if !a.race_every_step => None,
+            _ => Some(self.pilot(st, sigma, upper, a)?),
+        };
+        let (start, mut jump) = match &pilot {
+            Some(p) => {
+                let (lo, hi) = p.survivors;
+                let near = |t: f64| t >= lo - a.pilot_stride && t <= hi + a.pilot_stride;
+                match trend {
+                    // The trend where the race kept its neighbourhood, else the race's basin.
+                    Some(t) if near(t) => (t, fs),
+                    _ => (0.5 * (lo + hi), (0.25 * (hi - lo)).max(fs)),
+                }
+            }
+            // No race means a trend.
+            None => (trend.unwrap_or(sigma), fs),
+        };
+        // Always in the range, so the search below has a candidate.
+        let start = range.on_lattice(sigma, fs, start);
+        let mut full = vec![sigma];
+        self.evaluate(st, &[sigma, start], all)?;
+        if key(start) != key(sigma) {
+            full.push(start);
+        }
+
+        // 2. The line search on all samples (module comment).
+        for _ in 0..=a.refinements {
+            let best = pick(&st.memo.pairs(&range.within(&full), Some(all)), sigma, hi).0;
+            let mean = |l| st.memo.mean(l, Some(all));
+            let scored = |l: f64| full.iter().any(|&f| key(f) == key(l));
+            let vertex = parabola3(&full, best).and_then(|(p, bracketed)| {
+                let v = vertex3(p.map(|l| (l, mean(l))))?;
+                // Outside a bracket, extrapolate at most twice as far as the points reach.
+                let reach = 2.0 * (p[2] - p[0]);
+                Some(if bracketed {
+                    v
+                } else {
+                    v.clamp(best - reach, best + reach)
+                })
+            });
+            let next = match vertex {
+                Some(v) => range.on_lattice(sigma, fs, v),
+                None => {
+                    // Away from the nearest scored level (toward the inside at the range's
+                    // ends), or the other way where that lattice point is scored already.
+                    let nearest = full
+                        .iter()
+                        .copied()
+                        .filter(|&l| key(l) != key(best))
+                        .min_by(|x, y| (x - best).abs().total_cmp(&(y - best).abs()));
+                    let down = nearest.map_or(best - range.lo > range.hi - best, |n| n > best);
+                    let [first, second] = if down { [-jump, jump] } else { [jump, -jump] };
+                    jump *= 2.0;
+                    let there = range.on_lattice(sigma, fs, best + first);
+                    if scored(there) {
+                        range.on_lattice(sigma, fs, best + second)
+                    } else {
+                        there
+                    }
+                }
+            };
+            if scored(next) {
+                break;
+            }
+            self.evaluate(st, &[next], all)?;
+            full.push(next);
+        }
+        let (sigma_hat, loss_calibrated) =
+            pick(&st.memo.pairs(&range.within(&full), Some(all)), sigma, hi);
+        // The grid's edge test on the coarse point nearest sigma_hat (the grid's coarse winner
+        // there): the optimum may lie further out.
+        let coarse = Window {
             center: sigma,
             half_width: c.coarse_window,
+            stride: c.coarse_stride,
+        };
+        let k = ((sigma_hat - sigma).clamp(-c.coarse_window, c.coarse_window) / c.coarse_stride)
+            .round();
+        let edge = !c.widen && coarse.on_edge(tidy(sigma + k * c.coarse_stride), 1, upper);
+        let stderr = self.vertex_stderr(st.memo, &full, sigma_hat, upper, i);
+        let (scouted, scouted_n, winner) = match &pilot {
+            Some(p) => (p.levels.clone(), p.samples, p.winner),
+            None => (Vec::new(), 0, start),
+        };
+        Ok(StepResult {
+            step: Step {
+                sigma,
+                sigma_next,
+                sigma_hat,
+                loss_nominal: st.memo.mean(sigma, Some(all)),
+                loss_calibrated,
+                candidates: scouted.len() + full.len(),
+                sigma_hat_stderr: stderr,
+                edge,
+            },
+            coarse_winner: winner,
+            coarse: st.memo.pairs(&scouted, Some(scouted_n)),
+            fine: st.memo.pairs(&full, Some(all)),
+            evaluations: st.memo.rows(),
+        })
+    }
+
+    /// Where step i's optimum should lie from the steps before: the offset sigma_hat - sigma
+    /// of the last, moved by its linear trend in sigma over the last two.
+    fn trend(&self, i: usize, earlier: &[f64]) -> Option<f64> {
+        let s = &self.config.sigmas;
+        let offset = |back: usize| {
+            Some(earlier.get(earlier.len().checked_sub(back)?)? - s[i.checked_sub(back)?])
+        };
+        let last = offset(1)?;
+        let slope = offset(2).map_or(0.0, |before| (last - before) / (s[i - 1] - s[i - 2]));
+        let t = s[i] + last + slope * (s[i] - s[i - 1]);
+        t.is_finite().then_some(t)
+    }
+
+    /// The pilot race over the coarse window (the first step; every step without `follow` or
+    /// with `race_every_step`): it picks the basin.
+    fn pilot(
+        &self,
+        st: &mut StepState<'_, '_>,
+        sigma: f64,
+        upper: f64,
+        a: &Adaptive,
+    ) -> Result<Pilot> {
+        let all = self.samples();
+        let levels = Window {
+            center: sigma,
+            half_width: self.config.coarse_window,
             stride: a.pilot_stride,
         }
         .candidates(upper);
-        let mut alive = pilot_levels.clone();
+        let mut alive = levels.clone();
         let mut n = a.first_samples.min(all);
         let cap = (all / 4).max(n);
         self.evaluate(st, &alive, n)?;
@@ -144,124 +314,12 @@ impl<M: VelocityModel> Engine<'_, M> {
             n = (2 * n).min(cap);
             self.evaluate(st, &alive, n)?;
         }
-        let pilot_n = n;
         let (winner, _) = pick(&st.memo.pairs(&alive, Some(n)), sigma, upper);
-        // The pilot's parabola around its winner (neighbours at the samples all three have).
-        let w = pilot_levels
-            .iter()
-            .position(|&l| l == winner)
-            .expect("winner");
-        let around = match (w.checked_sub(1), pilot_levels.get(w + 1)) {
-            (Some(lo), Some(&hi)) => {
-                let (lo, hi) = (pilot_levels[lo], hi);
-                let m = [lo, winner, hi]
-                    .iter()
-                    .map(|&l| st.memo.losses(l).len())
-                    .min()
-                    .unwrap_or(0);
-                let mean = |l| st.memo.mean(l, Some(m));
-                Some([(lo, mean(lo)), (winner, mean(winner)), (hi, mean(hi))])
-            }
-            _ => None,
-        };
-        let predicted = around.and_then(vertex3).map_or(winner, |v| {
-            v.clamp(winner - a.pilot_stride, winner + a.pilot_stride)
-        });
-        // Curvature (second derivative) of the pilot's mean loss, for a two-point step.
-        let curvature = around.map(|[(x0, y0), (x1, y1), (x2, y2)]| {
-            2.0 * ((y2 - y1) / (x2 - x1) - (y1 - y0) / (x1 - x0)) / (x2 - x0)
-        });
-
-        // 2. Refinement on all samples.
-        let mut full = vec![sigma];
-        self.evaluate(st, &[sigma], all)?;
-        let mut next = range.on_lattice(sigma, fs, predicted);
-        for _ in 0..=a.refinements {
-            if full.iter().any(|&l| key(l) == key(next)) {
-                break;
-            }
-            self.evaluate(st, &[next], all)?;
-            full.push(next);
-            let in_range = range.within(&full);
-            let best = pick(&st.memo.pairs(&in_range, Some(all)), sigma, hi).0;
-            let mean = |l| st.memo.mean(l, Some(all));
-            let guess = match nearest3(&full, best) {
-                Some(p) => vertex3(p.map(|l| (l, mean(l)))),
-                None => {
-                    // Two points: their slope and the pilot's curvature.
-                    let (x0, x1) = (full[0], full[1]);
-                    let slope = (mean(x1) - mean(x0)) / (x1 - x0);
-                    curvature
-                        .filter(|k| *k > 0.0)
-                        .map(|k| 0.5 * (x0 + x1) - slope / k)
-                }
-            };
-            // No convex fit: one fine stride from the best, away from the side already scored.
-            let guess = guess.unwrap_or_else(|| {
-                let lower = full
-                    .iter()
-                    .any(|&l| l < best && l > best - 0.5 * a.pilot_stride);
-                best + if lower { fs } else { -fs }
-            });
-            // Steps stay within one pilot stride of the best point.
-            let guess = guess.clamp(best - a.pilot_stride, best + a.pilot_stride);
-            next = range.on_lattice(sigma, fs, guess);
-        }
-        // Downhill on the fine lattice until both neighbours of the best are worse: a local
-        // minimum of the loss over all samples, as the grid's answer is.
-        for _ in 0..=a.refinements {
-            let in_range = range.within(&full);
-            if in_range.is_empty() {
-                break;
-            }
-            let best = pick(&st.memo.pairs(&in_range, Some(all)), sigma, hi).0;
-            let fresh: Vec<f64> = [best - fs, best + fs]
-                .into_iter()
-                .map(tidy)
-                .filter(|&l| range.contains(l))
-                .map(|l| l.max(0.0))
-                .filter(|&l| !full.iter().any(|&f| key(f) == key(l)))
-                .collect();
-            if fresh.is_empty() {
-                break;
-            }
-            self.evaluate(st, &fresh, all)?;
-            full.extend(fresh);
-        }
-        let in_range = range.within(&full);
-        let (sigma_hat, loss_calibrated) = if in_range.is_empty() {
-            // Only sigma, above the bound, was scored: the top of the range.
-            self.evaluate(st, &[hi], all)?;
-            (hi, st.memo.mean(hi, Some(all)))
-        } else {
-            pick(&st.memo.pairs(&in_range, Some(all)), sigma, hi)
-        };
-        // The grid's edge test on the coarse point nearest sigma_hat (the grid's coarse winner
-        // there): the optimum may lie further out.
-        let coarse = Window {
-            center: sigma,
-            half_width: c.coarse_window,
-            stride: c.coarse_stride,
-        };
-        let k = ((sigma_hat - sigma).clamp(-c.coarse_window, c.coarse_window) / c.coarse_stride)
-            .round();
-        let edge = !c.widen && coarse.on_edge(tidy(sigma + k * c.coarse_stride), 1, upper);
-        let stderr = self.vertex_stderr(st.memo, &full, sigma_hat, upper, i);
-        Ok(StepResult {
-            step: Step {
-                sigma,
-                sigma_next,
-                sigma_hat,
-                loss_nominal: st.memo.mean(sigma, Some(all)),
-                loss_calibrated,
-                candidates: pilot_levels.len() + full.len(),
-                sigma_hat_stderr: stderr,
-                edge,
-            },
-            coarse_winner: winner,
-            coarse: st.memo.pairs(&pilot_levels, Some(pilot_n)),
-            fine: st.memo.pairs(&full, Some(all)),
-            evaluations: st.memo.rows(),
+        Ok(Pilot {
+            levels,
+            samples: n,
+            winner,
+            survivors: (alive[0], alive[alive.len() - 1]),
         })
     }
 
@@ -313,5 +371,18 @@ mod tests {
         assert_eq!(range(0.39, 0.6).on_lattice(0.503, 0.01, 0.3), 0.393);
         assert_eq!(nearest3(&[0.1, 0.5, 0.2, 0.9], 0.15), Some([0.1, 0.2, 0.5]));
         assert_eq!(nearest3(&[0.1, 0.5], 0.15), None);
+    }
+
+    #[test]
+    fn the_parabola_brackets_the_best_where_it_can() {
+        // Nearest neighbours on both sides, however far, rather than the three nearest.
+        let levels = [0.30, 0.50, 0.51, 0.52, 0.90];
+        assert_eq!(parabola3(&levels, 0.51), Some(([0.50, 0.51, 0.52], true)));
+        assert_eq!(parabola3(&levels, 0.30), Some(([0.30, 0.50, 0.51], false)));
+        assert_eq!(
+            parabola3(&[0.3, 0.9, 0.5], 0.5),
+            Some(([0.3, 0.5, 0.9], true))
+        );
+        assert_eq!(parabola3(&[0.3, 0.5], 0.5), None);
     }
 }
