@@ -66,6 +66,14 @@ fn calibrate<M: VelocityModel>(engine: &Engine<'_, M>) -> Vec<StepResult> {
         .collect()
 }
 
+/// `f`'s result, printing its wall time (the grid's and the adaptive search's, per case).
+fn timed<T>(f: impl FnOnce() -> T) -> T {
+    let start = std::time::Instant::now();
+    let out = f();
+    println!("  search wall time {:.2} s", start.elapsed().as_secs_f64());
+    out
+}
+
 /// What the bar compares, printed per case.
 struct Agreement {
     steps: usize,
@@ -153,8 +161,10 @@ fn closed_form_many_pairs_and_schedules_against_the_grid() {
         let model = Gaussian { s_m };
         let sigmas = sd3_sigmas(n, shift);
         let run = |adaptive| {
-            let c = config(sigmas.clone(), adaptive, 2048);
-            calibrate(&Engine::new(&gpu, &model, x0.clone(), eps.clone(), c).unwrap())
+            timed(|| {
+                let c = config(sigmas.clone(), adaptive, 2048);
+                calibrate(&Engine::new(&gpu, &model, x0.clone(), eps.clone(), c).unwrap())
+            })
         };
         let grid = run(None);
         let adaptive = run(Some(defaults()));
@@ -220,8 +230,10 @@ fn tiny_sd3_and_sd35_against_the_grid() {
         let sigmas = sd3_sigmas(8, 3.0);
         let batch = velocity.default_batch(&gpu, x0.shape[2], x0.shape[3]);
         let run = |adaptive| {
-            let c = config(sigmas.clone(), adaptive, batch);
-            calibrate(&Engine::new(&gpu, &velocity, x0.clone(), eps.clone(), c).unwrap())
+            timed(|| {
+                let c = config(sigmas.clone(), adaptive, batch);
+                calibrate(&Engine::new(&gpu, &velocity, x0.clone(), eps.clone(), c).unwrap())
+            })
         };
         let grid = run(None);
         // The default follows the trend; where the optimum jumps between local minima (as
