@@ -320,7 +320,7 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
             on_rows,
         };
         match &self.config.adaptive {
-            Some(a) => self.adaptive(i, earlier, a, &mut st),
+            Some(a) => self.adaptive(i, upper, earlier, a, &mut st),
             None => self.grid(i, upper, &mut st),
         }
     }

@@ -140,12 +140,12 @@ impl<M: VelocityModel> Engine<'_, M> {
     pub(super) fn adaptive(
         &self,
         i: usize,
+        upper: f64,
         earlier: &[f64],
         a: &Adaptive,
         st: &mut StepState<'_, '_>,
     ) -> Result<StepResult> {
         let c = &self.config;
-        let upper = earlier.last().copied().unwrap_or(1.0);
         let (sigma, sigma_next) = (c.sigmas[i], c.sigmas[i + 1]);
         let fs = c.fine_stride;
         let all = self.samples();
