@@ -3,12 +3,12 @@
 //! tiny SD3 and SD3.5 fixtures (200 samples, so the race has work to do). Each case prints
 //! what the bar asks (sigma_hat within one fine stride on 90 % of steps, the sum of
 //! loss_calibrated within 0.1 %, a tenth of the evaluations). On the closed form the search meets
-//! the first two (168 / 176 steps on lavapipe) at 11-17 % of the evaluations, not a tenth
+//! the first two (169 / 176 steps on lavapipe) at 10-16 % of the evaluations, not a tenth
 //! (BENCHMARKS.md says why), so the asserts hold it to that with a margin: agreement on 90 % of
 //! steps, losses within 0.1 %, under 20 % of the evaluations per case (both search the grid's
 //! reach around sigma_i, and say so where the answer sits on its limit); the random fixtures'
 //! (whose loss is bumpy in s, so the optimum jumps between local minima the trend does not
-//! follow) within 4 % at under 25 % of the evaluations, and within 2.5 % at under 30 % with
+//! follow) within 2.5 % at under 25 % of the evaluations, and under 30 % with
 //! --race-every-step. Also: deterministic, batched = unbatched, and a step interrupted
 //! mid-search (in the race or the line search) and resumed from its saved rows gives the same
 //! answer.
@@ -240,7 +240,7 @@ fn tiny_sd3_and_sd35_against_the_grid() {
         // here), --race-every-step finds the new basin for more evaluations.
         let adaptive = run(Some(defaults()));
         let agreement = compare(name, &grid, &adaptive);
-        assert!(agreement.loss_ratio <= 1.04, "{name}");
+        assert!(agreement.loss_ratio <= 1.025, "{name}");
         assert!(agreement.evaluations_ratio <= 0.25, "{name}");
         let racing = Adaptive {
             race_every_step: true,

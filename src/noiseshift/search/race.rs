@@ -8,20 +8,22 @@
 //! over all samples is a smooth curve in s, and the optimum moves little from step to step. So:
 //!
 //! 1. Start: from the second step on, sigma_i plus the earlier steps' offset sigma_hat - sigma,
-//!    moved by its linear trend in sigma over the last two steps (`follow`). The first step (or
-//!    every step without `follow`) races instead: the grid's coarse window, at a wider
-//!    `pilot_stride`, is scored on the first samples; a candidate whose paired mean loss
-//!    difference to the current best exceeds z standard errors leaves the race (every candidate
-//!    sees the same (x0, eps) pairs, so the differences vary far less than the losses),
-//!    survivors get twice the samples per round, and the race stops once they lie within one
-//!    pilot stride of each other or have a quarter of the samples. The start is the middle of
+//!    moved by its linear trend in sigma over the last two steps (`follow`), or the step's
+//!    bound where the last answer sat on its own bound. The first step (or every step without
+//!    `follow`) races instead: the grid's coarse window, at a wider `pilot_stride`, is scored
+//!    on the first samples; a candidate whose paired mean loss difference to the current best
+//!    exceeds z standard errors leaves the race (every candidate sees the same (x0, eps)
+//!    pairs, so the differences vary far less than the losses), survivors get twice the
+//!    samples per round, and the race stops once they lie within one pilot stride of each
+//!    other or have a quarter of the samples. The start is the middle of
 //!    the survivors. With `race_every_step` every step races, and a follow step starts from
 //!    the race's basin instead of the trend where the survivors left the trend's
 //!    neighbourhood (the optimum of a trained model can jump between local minima).
 //! 2. A line search on all samples from sigma_i (scored anyway, for loss_nominal) and the
-//!    start: the vertex of the parabola through the best scored level and its nearest scored
-//!    neighbour on each side (a bracket), else through the three scored levels nearest the
-//!    best, extrapolating at most twice their span; where they are not convex, a jump away from
+//!    start: where the best scored level has a scored neighbour on each side (a bracket), the
+//!    vertex of the parabola through the three scored levels nearest the best, kept inside the
+//!    bracket (through the bracket where those are not convex); else through the three nearest,
+//!    extrapolating at most twice their span; where they are not convex, a jump away from
 //!    the nearest scored level (one fine stride after a trend start, a quarter of the
 //!    survivors' span after a race; doubling each time). Each step scores the fine-lattice
 //!    point nearest its target; the search stops when that point is scored already, or after
@@ -126,6 +128,35 @@ fn parabola3(levels: &[f64], best: f64) -> Option<([f64; 3], bool)> {
     }
 }
 
+/// Where the line search goes next from the scored `levels` (their losses by `mean`), None
+/// where no parabola through them is convex.
+fn line_target(levels: &[f64], best: f64, mean: impl Fn(f64) -> f64) -> Option<f64> {
+    // Extrapolating at most twice as far as the three points reach.
+    let vertex_of = |p: [f64; 3]| {
+        let reach = 2.0 * (p[2] - p[0]);
+        vertex3(p.map(|l| (l, mean(l)))).map(|v| v.clamp(best - reach, best + reach))
+    };
+    let (p, bracketed) = parabola3(levels, best)?;
+    if !bracketed {
+        return vertex_of(p);
+    }
+    // A far bracket end (sigma_i, usually) makes its parabola the mean curvature over a long
+    // span, so its steps toward the optimum come out short; the three nearest levels see the
+    // curvature where the optimum is. Kept inside the bracket.
+    match nearest3(levels, best).and_then(vertex_of) {
+        Some(v) => Some(v.clamp(p[0], p[2])),
+        None => vertex3(p.map(|l| (l, mean(l)))),
+    }
+}
+
+/// The last of the earlier answers where it sat on its own bound (the answer before it, 1
+/// for the first step).
+fn pinned(earlier: &[f64]) -> Option<f64> {
+    let (&last, before) = earlier.split_last()?;
+    let bound = before.last().copied().unwrap_or(1.0);
+    ((last - bound).abs() < 1e-9).then_some(last)
+}
+
 /// Where the pilot race puts the optimum.
 struct Pilot {
     levels: Vec<f64>,
@@ -199,16 +230,7 @@ impl<M: VelocityModel> Engine<'_, M> {
             let best = pick(&st.memo.pairs(&range.within(&full), Some(all)), sigma, hi).0;
             let mean = |l| st.memo.mean(l, Some(all));
             let scored = |l: f64| full.iter().any(|&f| key(f) == key(l));
-            let vertex = parabola3(&full, best).and_then(|(p, bracketed)| {
-                let v = vertex3(p.map(|l| (l, mean(l))))?;
-                // Outside a bracket, extrapolate at most twice as far as the points reach.
-                let reach = 2.0 * (p[2] - p[0]);
-                Some(if bracketed {
-                    v
-                } else {
-                    v.clamp(best - reach, best + reach)
-                })
-            });
+            let vertex = line_target(&full, best, mean);
             let next = match vertex {
                 Some(v) => range.on_lattice(sigma, fs, v),
                 None => {
@@ -272,8 +294,13 @@ impl<M: VelocityModel> Engine<'_, M> {
     }
 
     /// Where step i's optimum should lie from the steps before: the offset sigma_hat - sigma
-    /// of the last, moved by its linear trend in sigma over the last two.
+    /// of the last, moved by its linear trend in sigma over the last two; or this step's
+    /// bound where the last answer sat on its own bound (it wanted a higher level, and the
+    /// offset says nothing of how much higher).
     fn trend(&self, i: usize, earlier: &[f64]) -> Option<f64> {
+        if let Some(bound) = pinned(earlier) {
+            return Some(bound);
+        }
         let s = &self.config.sigmas;
         let offset = |back: usize| {
             Some(earlier.get(earlier.len().checked_sub(back)?)? - s[i.checked_sub(back)?])
@@ -384,5 +411,30 @@ mod tests {
             Some(([0.3, 0.5, 0.9], true))
         );
         assert_eq!(parabola3(&[0.3, 0.5], 0.5), None);
+    }
+
+    #[test]
+    fn the_line_search_takes_the_local_curvature_inside_a_bracket() {
+        // Steep far from the optimum, flat near it: the bracket through the far level 0.0
+        // stops short (0.058), the three nearest levels land on 0.056.
+        let f = |s: f64| (s - 0.056).powi(2) + 50.0 * (0.03 - s).max(0.0).powi(3);
+        let levels = [0.0, 0.063, 0.067, 0.068];
+        let bracket = vertex3([0.0, 0.063, 0.067].map(|l| (l, f(l)))).unwrap();
+        assert!(bracket > 0.058, "{bracket}");
+        let v = line_target(&levels, 0.063, f).unwrap();
+        assert!((v - 0.056).abs() < 1e-9, "{v}");
+        // Still inside the bracket: never past the scored neighbour on the far side.
+        let v = line_target(&[0.049, 0.063, 0.067, 0.068], 0.063, f).unwrap();
+        assert!((0.049..=0.067).contains(&v), "{v}");
+        assert_eq!(line_target(&[0.0, 0.063], 0.063, f), None);
+    }
+
+    #[test]
+    fn an_answer_on_its_bound_pins_the_next_start() {
+        assert_eq!(pinned(&[]), None);
+        assert_eq!(pinned(&[1.0]), Some(1.0));
+        assert_eq!(pinned(&[0.97]), None);
+        assert_eq!(pinned(&[0.97, 0.97]), Some(0.97));
+        assert_eq!(pinned(&[0.97, 0.95]), None);
     }
 }
