@@ -63,6 +63,11 @@ pub struct StepResult {
     pub evaluations: usize,
 }
 
+/// The bound u_i on step i's levels from the answers before it: the last, 1 for the first step.
+fn bound(earlier: &[f64]) -> f64 {
+    earlier.last().copied().unwrap_or(1.0)
+}
+
 /// Memo keys: levels rounded to 1e-9, as the grids round them.
 fn key(level: f64) -> i64 {
     (level * 1e9).round() as i64
@@ -303,7 +308,7 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
         memo: &mut Memo,
         on_rows: &mut OnRows<'_>,
     ) -> Result<StepResult> {
-        let upper = earlier.last().copied().unwrap_or(1.0);
+        let upper = bound(earlier);
         let sigma = self.config.sigmas[i];
         let dt = self.config.sigmas[i + 1] - sigma;
         let xi_host: Vec<f32> = self

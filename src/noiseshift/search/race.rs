@@ -35,7 +35,7 @@
 //! sigma_i unless --widen), with the grid's tie rules; loss_nominal and loss_calibrated are
 //! means over all samples, as the grid's are.
 
-use super::{Engine, Memo, StepResult, StepState, VelocityModel, key, pick};
+use super::{Engine, Memo, StepResult, StepState, VelocityModel, bound, key, pick};
 use crate::error::Result;
 use crate::noiseshift::grid::{Window, tidy};
 use crate::noiseshift::table::{Adaptive, Step};
@@ -153,8 +153,7 @@ fn line_target(levels: &[f64], best: f64, mean: impl Fn(f64) -> f64) -> Option<f
 /// for the first step).
 fn pinned(earlier: &[f64]) -> Option<f64> {
     let (&last, before) = earlier.split_last()?;
-    let bound = before.last().copied().unwrap_or(1.0);
-    ((last - bound).abs() < 1e-9).then_some(last)
+    (key(last) == key(bound(before))).then_some(last)
 }
 
 /// Where the pilot race puts the optimum.
@@ -423,9 +422,16 @@ mod tests {
         assert!(bracket > 0.058, "{bracket}");
         let v = line_target(&levels, 0.063, f).unwrap();
         assert!((v - 0.056).abs() < 1e-9, "{v}");
-        // Still inside the bracket: never past the scored neighbour on the far side.
-        let v = line_target(&[0.049, 0.063, 0.067, 0.068], 0.063, f).unwrap();
-        assert!((0.049..=0.067).contains(&v), "{v}");
+        // Never past the bracket: the nearest three (0.063-0.065) put their vertex at 0.0435,
+        // their reach limit at 0.059, the bracket's far end at 0.0605.
+        let bumpy = |s: f64| match key(s) {
+            k if k == key(0.0605) => 1.0,
+            k if k == key(0.063) => 0.10,
+            k if k == key(0.064) => 0.11,
+            _ => 0.1205,
+        };
+        let v = line_target(&[0.0605, 0.063, 0.064, 0.065], 0.063, bumpy).unwrap();
+        assert_eq!(v, 0.0605);
         assert_eq!(line_target(&[0.0, 0.063], 0.063, f), None);
     }
 
