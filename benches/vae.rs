@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use common::{gpu, write_random};
+use noiseshift::models::vae::Parts;
 use noiseshift::models::vae::locate::VaeSource;
 use noiseshift::models::vae::tiling::{self, TilePlan, TilingMode};
-use noiseshift::models::vae::{Parts, Vae};
 use noiseshift::tensor_file::HostTensor;
 
 const CHANNELS: [usize; 4] = [128, 256, 512, 512];
@@ -131,14 +131,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(128);
     let source = VaeSource::open(&checkpoint(), None).unwrap();
-    let vae = Vae::load(
-        &gpu,
-        &source.weights,
-        &source.keys,
-        source.config,
-        Parts::Decoder,
-    )
-    .unwrap();
+    let vae = source.load(&gpu, Parts::Decoder).unwrap();
     let weights = gpu.memory().peak_bytes;
     println!(
         "VAE decode on {}: {1}x{1} px from {s}x{s} latents, {2:.0} GFLOP untiled, weights {3:.0} MiB",

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use noiseshift::images::load::{prepare, read_rgb};
 use noiseshift::models::vae::locate::VaeSource;
-use noiseshift::models::vae::{Parts, Vae, tiling};
+use noiseshift::models::vae::{Parts, tiling};
 use noiseshift::tensor_file::HostTensor;
 
 #[test]
@@ -25,7 +25,7 @@ fn x0_of_an_images_folder_matches_diffusers() {
     ];
     let gpu = gpu();
     let src = VaeSource::open(&fixtures().join("vae/sd3-pipeline"), None).unwrap();
-    let vae = Vae::load(&gpu, &src.weights, &src.keys, src.config, Parts::Encoder).unwrap();
+    let vae = src.load(&gpu, Parts::Encoder).unwrap();
     let per = x0.data.len() / names.len();
     let x0_of = |pixels: Vec<f32>| {
         let images = HostTensor::new(vec![1, 3, 32, 32], pixels);

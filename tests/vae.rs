@@ -23,7 +23,7 @@ fn config_of(name: &str) -> serde_json::Value {
 
 fn load(gpu: &Gpu, path: &Path, config: Option<&serde_json::Value>) -> Vae {
     let src = VaeSource::open(path, config).unwrap();
-    Vae::load(gpu, &src.weights, &src.keys, src.config, Parts::Both).unwrap()
+    src.load(gpu, Parts::Both).unwrap()
 }
 
 /// Decode and encode the references of `case` with `vae`.

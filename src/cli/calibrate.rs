@@ -9,8 +9,8 @@ use crate::cli::prompts::EncoderArgs;
 use crate::cli::{check_output, check_size, input_paths, open_gpu, open_vae, ranges};
 use crate::error::{Error, Result, input};
 use crate::models::transformer::{Placement, Transformer, TransformerConfig};
+use crate::models::vae::Parts;
 use crate::models::vae::tiling::TilingMode;
-use crate::models::vae::{Parts, Vae};
 use crate::noiseshift::dataset::{Dataset, Expect};
 use crate::noiseshift::images::{self, ImagesRequest};
 use crate::noiseshift::search::{Engine, Memo, SearchConfig};
@@ -358,13 +358,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
                 tconfig,
                 place(&gpu, SELF_BATCH, native_latents)?,
             )?;
-            let vae = Vae::load(
-                &gpu,
-                &source.weights,
-                &source.keys,
-                source.config,
-                Parts::Both,
-            )?;
+            let vae = source.load(&gpu, Parts::Both)?;
             let native = config.native_pixels();
             let native_steps = path.defaults.steps.unwrap_or(family.steps);
             let native_scheduler = config.scheduler(&path, None);
@@ -397,13 +391,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
                 images::read_captions(c, &files)?;
             }
             let source = open_vae(vae_path, configs.vae.as_ref(), config.latent_channels())?;
-            let vae = Vae::load(
-                &gpu,
-                &source.weights,
-                &source.keys,
-                source.config,
-                Parts::Encoder,
-            )?;
+            let vae = source.load(&gpu, Parts::Encoder)?;
             // Captions (or the empty prompt) through the text encoders, unless --embeds.
             let encoder = match &args.embeds {
                 Some(_) => None,

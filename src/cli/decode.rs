@@ -6,9 +6,9 @@ use crate::cli::open_gpu;
 use crate::error::Result;
 use crate::images::metadata::file_fingerprint;
 use crate::images::output::{self, check_out};
+use crate::models::vae::Parts;
 use crate::models::vae::locate::VaeSource;
 use crate::models::vae::tiling::{self, TilingMode};
-use crate::models::vae::{Parts, Vae};
 use crate::tensor_file;
 use crate::weights::ConfigOverride;
 
@@ -48,13 +48,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         &args.latents,
     )?;
     let gpu = open_gpu(device, false)?;
-    let vae = Vae::load(
-        &gpu,
-        &source.weights,
-        &source.keys,
-        source.config,
-        Parts::Decoder,
-    )?;
+    let vae = source.load(&gpu, Parts::Decoder)?;
     vae.check_latents(&latents.shape)?;
     let images = tiling::decode_planned(&gpu, &vae, &latents, args.vae_tiling)?;
     let size = format!("{}x{}", images.shape[3], images.shape[2]);

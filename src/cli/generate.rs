@@ -10,8 +10,8 @@ use crate::error::{Result, input};
 use crate::images::metadata::Metadata;
 use crate::images::output::{self, check_out};
 use crate::models::transformer::{Placement, Transformer, TransformerConfig};
+use crate::models::vae::Parts;
 use crate::models::vae::tiling::{self, TilingMode};
-use crate::models::vae::{Parts, Vae};
 use crate::noise::seeded_noise;
 use crate::noiseshift::table::{self, Request, Resolution, Table};
 use crate::progress::Progress;
@@ -349,13 +349,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
         );
     }
     if let (Some(out), Some(source)) = (&args.out, vae) {
-        let vae = Vae::load(
-            &gpu,
-            &source.weights,
-            &source.keys,
-            source.config,
-            Parts::Decoder,
-        )?;
+        let vae = source.load(&gpu, Parts::Decoder)?;
         let images = tiling::decode_planned(&gpu, &vae, &result, args.vae_tiling)?;
         let meta = Metadata {
             prompt: args.text.prompt.clone().unwrap_or_default(),

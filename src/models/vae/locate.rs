@@ -6,9 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
+use noiseshift_kernels::Gpu;
+
 use crate::error::{Result, input};
 use crate::models::vae::config::{DIFFUSERS_SCALE_SHIFT, FLUX_SCALE_SHIFT, SD3_SCALE_SHIFT};
-use crate::models::vae::{VaeConfig, VaeKeys};
+use crate::models::vae::{Parts, Vae, VaeConfig, VaeKeys};
 use crate::weights::WeightSet;
 use crate::weights::discover::{folder_weights, read_json};
 
@@ -26,6 +28,11 @@ fn is_vae_config(json: &serde_json::Value) -> bool {
 }
 
 impl VaeSource {
+    /// Upload the `parts` this run needs.
+    pub fn load(&self, gpu: &Gpu, parts: Parts) -> Result<Vae> {
+        Vae::load(gpu, &self.weights, &self.keys, self.config.clone(), parts)
+    }
+
     /// The VAE of `path` (a pipeline folder, a VAE folder or a single file); `config` is a
     /// VAE config.json given on the command line (`--config`), which wins over inference.
     pub fn open(path: &Path, config: Option<&serde_json::Value>) -> Result<VaeSource> {
