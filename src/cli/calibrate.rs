@@ -117,8 +117,9 @@ pub struct Args {
     /// step starts where the earlier steps' offsets point (the first from a pilot race) and
     /// line-searches a few levels on all samples (BENCHMARKS.md: on the closed-form model
     /// sigma_hat within a fine stride of the grid's on 96 % of steps at 10-16 % of its
-    /// evaluations, losses within 0.002 %; on the built-in model losses 1.1 % above the grid's
-    /// at 17 %; not the tenth, so not the default).
+    /// evaluations, losses within 0.002 %; on the built-in model losses 0.3-1.1 % above the
+    /// grid's at 16-17 %, with images as good within the measurement's intervals; not the
+    /// issue's tenth, so not the default).
     #[arg(long, value_enum, default_value_t = SearchMode::Grid)]
     search: SearchMode,
     /// Adaptive: spacing of the pilot race's candidates across the coarse window (0.0001..=1).
