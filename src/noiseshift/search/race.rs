@@ -297,8 +297,8 @@ impl<M: VelocityModel> Engine<'_, M> {
     /// bound where the last answer sat on its own bound (it wanted a higher level, and the
     /// offset says nothing of how much higher).
     fn trend(&self, i: usize, earlier: &[f64]) -> Option<f64> {
-        if let Some(bound) = pinned(earlier) {
-            return Some(bound);
+        if let Some(upper) = pinned(earlier) {
+            return Some(upper);
         }
         let s = &self.config.sigmas;
         let offset = |back: usize| {
