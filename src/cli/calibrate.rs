@@ -15,9 +15,7 @@ use crate::noiseshift::dataset::{Dataset, Expect};
 use crate::noiseshift::images::{self, ImagesRequest};
 use crate::noiseshift::search::{Engine, Memo, SearchConfig};
 use crate::noiseshift::selfgen::{self, SelfRequest};
-use crate::noiseshift::table::{
-    self, Adaptive, ModelInfo, Partial, Resolution, Schedule, Search, Table,
-};
+use crate::noiseshift::table::{self, Adaptive, ModelInfo, Resolution, Schedule, Search, Table};
 use crate::noiseshift::{plot, velocity::TransformerVelocity};
 use crate::progress::Progress;
 use crate::weights::{ConfigOverride, WeightSet};
@@ -115,11 +113,13 @@ pub struct Args {
     widen: bool,
     /// `grid`: every coarse and fine candidate on every sample (NOISESHIFT.md). `adaptive`: each
     /// step starts where the earlier steps' offsets point (the first from a pilot race) and
-    /// line-searches a few levels on all samples (BENCHMARKS.md: on the closed-form model
-    /// sigma_hat within a fine stride of the grid's on 96 % of steps at 10-16 % of its
-    /// evaluations, losses within 0.002 %; on the built-in model losses 0.3-1.1 % above the
-    /// grid's at 16-17 %, with images as good within the measurement's intervals; not the
-    /// issue's tenth, so not the default).
+    /// scores a few levels on all samples, each where the loss of the velocity interpolated
+    /// between the levels scored so far is least (BENCHMARKS.md: on the closed-form model
+    /// sigma_hat within a fine stride of the grid's on 95 % of steps at 7-11 % of its
+    /// evaluations, 9.1 % over all cases, losses within 0.003 %; on the built-in model losses
+    /// 0.3-1.4 % above the grid's at 13-14 %, where the grid finds better local minima; not
+    /// the bar there, so not the default). Keeps the velocities of those levels in
+    /// host memory (levels x samples x latent size x 4 bytes).
     #[arg(long, value_enum, default_value_t = SearchMode::Grid)]
     search: SearchMode,
     /// Adaptive: spacing of the pilot race's candidates across the coarse window (0.0001..=1).
@@ -509,7 +509,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
     let already = table.elapsed_seconds;
     // A run stopped mid-step left that step's evaluated rows: the search replays them.
     let mut memo = match table.partial.take() {
-        Some(p) => Memo::from_levels(&p.levels),
+        Some(p) => Memo::from_partial(&p),
         None => Memo::default(),
     };
     let resumed_rows = memo.rows();
@@ -526,10 +526,7 @@ pub fn run(args: Args, device: Option<&str>) -> Result<()> {
                 ran += rows;
                 progress.advance(rows as u64, &label);
                 // The step in progress is saved after every forward, for --resume mid-step.
-                table.partial = Some(Partial {
-                    step: i,
-                    levels: memo.levels(),
-                });
+                table.partial = Some(memo.partial(i));
                 table.elapsed_seconds = already + start.elapsed().as_secs_f64();
                 table.write(&out)
             })

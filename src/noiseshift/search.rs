@@ -10,19 +10,27 @@
 //! Two searches share this engine: the exhaustive grid of NOISESHIFT.md (here) and the
 //! adaptive race (race.rs). Both only ever evaluate sample prefixes 0..n of a level, and every
 //! evaluated row is kept in a `Memo` that the caller may save: a resumed run replays the step
-//! from it, since each search is a pure function of those numbers.
+//! from it, since each search is a pure function of those numbers. The adaptive search also
+//! keeps, on the host, the velocities of the levels it scores on all samples, for the squared
+//! velocity differences between them (its interpolant, interpolant.rs); the memo saves the
+//! differences, and a resumed step runs again the velocities it still needs.
 
+mod interpolant;
 mod race;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use noiseshift_kernels::{Gpu, Tensor, ops};
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result, input};
+use crate::models::stream::size;
 use crate::noiseshift::grid::Window;
-use crate::noiseshift::table::{Adaptive, PartialLevel, Step};
+use crate::noiseshift::table::{Adaptive, Partial, PartialDistance, PartialLevel, Step};
 use crate::tensor_file::HostTensor;
+
+/// Host memory the adaptive search may fill with velocities (Engine::new checks its worst case).
+const KEPT_VELOCITIES_LIMIT: u64 = 8 << 30;
 
 /// A velocity model as the search sees it: any family, or a closed form in tests.
 pub trait VelocityModel {
@@ -73,39 +81,81 @@ fn key(level: f64) -> i64 {
     (level * 1e9).round() as i64
 }
 
-/// Per-sample losses of the step in progress: level -> losses of samples 0..len.
+/// Per-sample numbers of the step in progress: level -> losses of samples 0..len, and for
+/// pairs of levels scored on all samples by the adaptive search, each sample's mean squared
+/// velocity difference |v_a - v_b|^2 (in the losses' units).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Memo {
     rows: BTreeMap<i64, (f64, Vec<f64>)>,
+    distances: BTreeMap<(i64, i64), Vec<f64>>,
+    /// Rows run again after a resume, for velocities the saved numbers do not hold.
+    recomputed: usize,
+}
+
+/// A pair's memo key, the lower level first.
+fn pair(a: f64, b: f64) -> (i64, i64) {
+    let (a, b) = (key(a), key(b));
+    (a.min(b), a.max(b))
 }
 
 impl Memo {
     /// A saved step in progress (`Partial` of the table).
-    pub fn from_levels(levels: &[PartialLevel]) -> Memo {
-        let rows = levels
+    pub fn from_partial(partial: &Partial) -> Memo {
+        let rows = partial
+            .levels
             .iter()
             .map(|l| (key(l.level), (l.level, l.losses.clone())))
             .collect();
-        Memo { rows }
+        let distances = partial
+            .distances
+            .iter()
+            .map(|d| (pair(d.a, d.b), d.values.clone()))
+            .collect();
+        Memo {
+            rows,
+            distances,
+            recomputed: partial.recomputed,
+        }
     }
 
-    pub fn levels(&self) -> Vec<PartialLevel> {
-        self.rows
-            .values()
-            .map(|(level, losses)| PartialLevel {
-                level: *level,
-                losses: losses.clone(),
-            })
-            .collect()
+    /// The step in progress as the table saves it.
+    pub fn partial(&self, step: usize) -> Partial {
+        let level = |k: i64| self.rows.get(&k).map_or(k as f64 * 1e-9, |r| r.0);
+        Partial {
+            step,
+            levels: self
+                .rows
+                .values()
+                .map(|(level, losses)| PartialLevel {
+                    level: *level,
+                    losses: losses.clone(),
+                })
+                .collect(),
+            distances: self
+                .distances
+                .iter()
+                .map(|(&(a, b), values)| PartialDistance {
+                    a: level(a),
+                    b: level(b),
+                    values: values.clone(),
+                })
+                .collect(),
+            recomputed: self.recomputed,
+        }
     }
 
-    /// Rows held.
+    /// Rows evaluated (recomputed ones included).
     pub fn rows(&self) -> usize {
-        self.rows.values().map(|(_, l)| l.len()).sum()
+        self.rows.values().map(|(_, l)| l.len()).sum::<usize>() + self.recomputed
     }
 
     fn losses(&self, level: f64) -> &[f64] {
         self.rows.get(&key(level)).map_or(&[], |(_, l)| l)
+    }
+
+    /// Per-sample |v_a - v_b|^2, empty where not computed.
+    fn distances(&self, a: f64, b: f64) -> &[f64] {
+        self.distances.get(&pair(a, b)).map_or(&[], |d| d)
     }
 
     /// Mean loss of `level` over its first `n` samples (all it has when `n` is None).
@@ -131,6 +181,9 @@ struct StepState<'m, 'c> {
     per_elem: f64,
     memo: &'m mut Memo,
     on_rows: &'m mut OnRows<'c>,
+    /// Velocities of the levels the adaptive search scores on all samples (host, per sample):
+    /// what their distances are computed from. Not saved: a resumed step recomputes them.
+    velocities: BTreeMap<i64, Vec<Option<Vec<f32>>>>,
 }
 
 /// The winner: smallest loss, then nearest `sigma`; only among levels <= upper.
@@ -195,6 +248,20 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
             if a.first_samples == 0 {
                 return input("the race's first samples must be at least 1");
             }
+            // The interpolant's velocities stay on the host: at most every level the line
+            // search scores on all samples (sigma, the start, one per refinement).
+            let levels = a.refinements as u64 + 3;
+            let kept = levels * x0.data.len() as u64 * 4;
+            if kept > KEPT_VELOCITIES_LIMIT {
+                return input(format!(
+                    "the adaptive search would keep up to {} of velocities in host memory \
+                     ({levels} levels x {} samples, more than {}): use fewer --samples or \
+                     --refinements, or --search grid",
+                    size(kept),
+                    x0.shape[0],
+                    size(KEPT_VELOCITIES_LIMIT)
+                ));
+            }
         }
         let diff: Vec<f32> = noise
             .data
@@ -227,6 +294,79 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
             .iter()
             .flat_map(|&l| (st.memo.losses(l).len()..upto).map(move |s| (l, s)))
             .collect();
+        self.run(st, &todo, false)
+    }
+
+    /// Score `levels` on all samples, and each sample's |v_a - v_b|^2 for every pair of them
+    /// and of them with `full` (levels scored so before). The velocities this needs are kept
+    /// from the forwards that score the levels; after a resume, the saved levels' are run again.
+    fn evaluate_full(
+        &self,
+        st: &mut StepState<'_, '_>,
+        levels: &[f64],
+        full: &[f64],
+    ) -> Result<()> {
+        let all = self.samples();
+        let mut missing = BTreeSet::new();
+        for (j, &a) in levels.iter().enumerate() {
+            for &b in full.iter().chain(&levels[..j]) {
+                if key(a) != key(b) && st.memo.distances(a, b).is_empty() {
+                    missing.insert(pair(a, b));
+                }
+            }
+        }
+        let level = |k: i64| {
+            *levels
+                .iter()
+                .chain(full)
+                .find(|&&l| key(l) == k)
+                .expect("a level of the pair")
+        };
+        let missing: Vec<(f64, f64)> = missing.iter().map(|&(a, b)| (level(a), level(b))).collect();
+        let mut rows: Vec<(f64, usize)> = Vec::new();
+        let add = |l: f64, rows: &mut Vec<(f64, usize)>| {
+            if rows.iter().any(|r| key(r.0) == key(l)) {
+                return;
+            }
+            let kept = st.velocities.get(&key(l));
+            let scored = st.memo.losses(l).len();
+            rows.extend(
+                (0..all)
+                    .filter(|&s| s >= scored || kept.is_none_or(|v| v[s].is_none()))
+                    .map(|s| (l, s)),
+            );
+        };
+        for &l in levels {
+            add(l, &mut rows);
+        }
+        for &(a, b) in &missing {
+            add(a, &mut rows);
+            add(b, &mut rows);
+        }
+        // Loss rows in sample order first, as the memo appends them.
+        rows.sort_by_key(|&(l, s)| (s < st.memo.losses(l).len(), key(l), s));
+        self.run(st, &rows, true)?;
+        for (a, b) in missing {
+            let (va, vb) = (&st.velocities[&key(a)], &st.velocities[&key(b)]);
+            let d = va
+                .iter()
+                .zip(vb)
+                .map(|(x, y)| {
+                    let (x, y) = (x.as_ref().expect("kept"), y.as_ref().expect("kept"));
+                    let sum: f64 = x.iter().zip(y).map(|(p, q)| f64::from(p - q).powi(2)).sum();
+                    sum * st.per_elem
+                })
+                .collect();
+            st.memo.distances.insert(pair(a, b), d);
+        }
+        (st.on_rows)(0, st.memo)
+    }
+
+    /// Run the model on (level, sample) rows; a row's loss is appended to the memo where it
+    /// is the level's next sample (else it was run again: counted as recomputed), and with
+    /// `keep` its velocity is kept.
+    fn run(&self, st: &mut StepState<'_, '_>, todo: &[(f64, usize)], keep: bool) -> Result<()> {
+        let all = self.samples();
         for rows in todo.chunks(self.config.batch) {
             let samples: Vec<usize> = rows.iter().map(|r| r.1).collect();
             let row_levels: Vec<f64> = rows.iter().map(|r| r.0).collect();
@@ -243,13 +383,28 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
                     rows[k].1, rows[k].0
                 )));
             }
-            for (&(level, _), loss) in rows.iter().zip(got) {
+            if keep {
+                let host = v.to_vec(self.gpu)?;
+                let per = host.len() / rows.len();
+                for (r, &(level, s)) in rows.iter().enumerate() {
+                    let kept = st
+                        .velocities
+                        .entry(key(level))
+                        .or_insert_with(|| vec![None; all]);
+                    kept[s] = Some(host[r * per..(r + 1) * per].to_vec());
+                }
+            }
+            for (&(level, s), loss) in rows.iter().zip(got) {
                 let entry = st
                     .memo
                     .rows
                     .entry(key(level))
                     .or_insert((level, Vec::new()));
-                entry.1.push(f64::from(loss) * st.per_elem);
+                if entry.1.len() == s {
+                    entry.1.push(f64::from(loss) * st.per_elem);
+                } else {
+                    st.memo.recomputed += 1;
+                }
             }
             (st.on_rows)(rows.len(), st.memo)?;
         }
@@ -323,6 +478,7 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
             per_elem: dt * dt / (self.x0.data.len() / self.samples()) as f64,
             memo,
             on_rows,
+            velocities: BTreeMap::new(),
         };
         match &self.config.adaptive {
             Some(a) => self.adaptive(i, upper, earlier, a, &mut st),
@@ -398,10 +554,10 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
     }
 
     /// Rows one step is expected to cost (progress totals; the adaptive search's is a guess:
-    /// about four levels on all samples, a follow start mostly needs three).
+    /// two to four levels on all samples, more where it races).
     pub fn rows_per_step(&self) -> usize {
         match &self.config.adaptive {
-            Some(_) => 4 * self.samples(),
+            Some(_) => 3 * self.samples(),
             None => self.grid_rows_per_step(),
         }
     }

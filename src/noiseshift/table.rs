@@ -86,6 +86,23 @@ pub struct Adaptive {
 pub struct Partial {
     pub step: usize,
     pub levels: Vec<PartialLevel>,
+    /// The adaptive search's per-sample squared velocity differences between levels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distances: Vec<PartialDistance>,
+    /// Rows run again after an earlier resume (their velocities are not saved).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recomputed: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PartialDistance {
+    pub a: f64,
+    pub b: f64,
+    pub values: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

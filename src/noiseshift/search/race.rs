@@ -20,21 +20,22 @@
 //!    the race's basin instead of the trend where the survivors left the trend's
 //!    neighbourhood (the optimum of a trained model can jump between local minima).
 //! 2. A line search on all samples from sigma_i (scored anyway, for loss_nominal) and the
-//!    start: where the best scored level has a scored neighbour on each side (a bracket), the
-//!    vertex of the parabola through the three scored levels nearest the best, kept inside the
-//!    bracket (through the bracket where those are not convex); else through the three nearest,
-//!    extrapolating at most twice their span; where they are not convex, a jump away from
-//!    the nearest scored level (one fine stride after a trend start, a quarter of the
-//!    survivors' span after a race; doubling each time). Each step scores the fine-lattice
-//!    point nearest its target; the search stops when that point is scored already, or after
-//!    `refinements` steps. Typically sigma_i, the start and one neighbour suffice: three levels
-//!    on all samples, where the grid scores 33-43.
+//!    start. Scoring a level on all samples also gives its velocities, so the search knows
+//!    each sample's squared velocity difference to every other level it scored: with those,
+//!    the loss of the velocity interpolated between the three scored levels nearest the best
+//!    is exact at every s (interpolant.rs), convex through two levels. The next level is the
+//!    fine-lattice point where that loss is least, within twice the levels' span of them; the
+//!    search stops when that point is scored already, or after `refinements` steps. Where the
+//!    start is right, sigma_i and the start suffice (the secant through them puts its minimum
+//!    on the start); else one or two levels more: two to four levels on all samples, where the
+//!    grid scores 27-43.
 //!
 //! sigma_hat is the best level scored on all samples, on the grid's fine lattice sigma_i + k *
 //! fine_stride, within the same bound u_i and the grid's reach (coarse + fine window around
 //! sigma_i unless --widen), with the grid's tie rules; loss_nominal and loss_calibrated are
 //! means over all samples, as the grid's are.
 
+use super::interpolant::Interpolant;
 use super::{Engine, Memo, StepResult, StepState, VelocityModel, bound, key, pick};
 use crate::error::Result;
 use crate::noiseshift::grid::{Window, tidy};
@@ -66,6 +67,16 @@ impl Range {
         p.clamp(self.lo, self.hi)
     }
 
+    /// The points of the lattice sigma + k * stride in [from, to] and the range.
+    fn lattice(&self, sigma: f64, stride: f64, from: f64, to: f64) -> Vec<f64> {
+        let k0 = ((from.max(self.lo) - sigma) / stride - 1e-9).ceil() as i64;
+        let k1 = ((to.min(self.hi) - sigma) / stride + 1e-9).floor() as i64;
+        (k0..=k1)
+            .map(|k| tidy(sigma + k as f64 * stride))
+            .filter(|&p| self.contains(p))
+            .collect()
+    }
+
     /// The levels of `levels` inside the range.
     fn within(&self, levels: &[f64]) -> Vec<f64> {
         levels
@@ -74,17 +85,6 @@ impl Range {
             .filter(|&l| self.contains(l))
             .collect()
     }
-}
-
-/// The vertex of the parabola through three points, None when they are not convex.
-fn vertex3(p: [(f64, f64); 3]) -> Option<f64> {
-    let [(x0, y0), (x1, y1), (x2, y2)] = p;
-    // Divided differences: y = y0 + d01 (x - x0) + d012 (x - x0)(x - x1).
-    let d01 = (y1 - y0) / (x1 - x0);
-    let d12 = (y2 - y1) / (x2 - x1);
-    let d012 = (d12 - d01) / (x2 - x0);
-    let v = 0.5 * (x0 + x1) - d01 / (2.0 * d012);
-    (d012 > 0.0 && v.is_finite()).then_some(v)
 }
 
 /// Whether `level` is worse than `best` by more than z standard errors of the paired
@@ -100,53 +100,33 @@ fn clearly_worse(memo: &Memo, level: f64, best: f64, n: usize, z: f64) -> bool {
     mean > z * (var / n as f64).sqrt()
 }
 
-/// The three levels of `levels` nearest `best`, sorted.
-fn nearest3(levels: &[f64], best: f64) -> Option<[f64; 3]> {
+/// The (up to) `n` levels of `levels` nearest `best`, sorted.
+fn nearest(levels: &[f64], best: f64, n: usize) -> Vec<f64> {
     let mut by: Vec<f64> = levels.to_vec();
     by.sort_by(|a, b| (a - best).abs().total_cmp(&(b - best).abs()));
-    let mut three: [f64; 3] = by.get(..3)?.try_into().ok()?;
-    three.sort_by(f64::total_cmp);
-    Some(three)
+    by.truncate(n);
+    by.sort_by(f64::total_cmp);
+    by
 }
 
-/// The levels a parabola goes through: the best and its nearest scored neighbour on each side
-/// (a bracket: the vertex lies between them), else the three nearest the best.
-fn parabola3(levels: &[f64], best: f64) -> Option<([f64; 3], bool)> {
-    let below = levels
-        .iter()
-        .copied()
-        .filter(|&l| l < best)
-        .max_by(f64::total_cmp);
-    let above = levels
-        .iter()
-        .copied()
-        .filter(|&l| l > best)
-        .min_by(f64::total_cmp);
-    match (below, above) {
-        (Some(b), Some(a)) => Some(([b, best, a], true)),
-        _ => nearest3(levels, best).map(|p| (p, false)),
+/// Mean of per-sample `values` over all samples, or over a bootstrap draw of them.
+fn mean_over(values: &[f64], draw: Option<&[usize]>) -> f64 {
+    match draw {
+        Some(d) => d.iter().map(|&j| values[j]).sum::<f64>() / d.len() as f64,
+        None => values.iter().sum::<f64>() / values.len() as f64,
     }
 }
 
-/// Where the line search goes next from the scored `levels` (their losses by `mean`), None
-/// where no parabola through them is convex.
-fn line_target(levels: &[f64], best: f64, mean: impl Fn(f64) -> f64) -> Option<f64> {
-    // Extrapolating at most twice as far as the three points reach.
-    let vertex_of = |p: [f64; 3]| {
-        let reach = 2.0 * (p[2] - p[0]);
-        vertex3(p.map(|l| (l, mean(l)))).map(|v| v.clamp(best - reach, best + reach))
-    };
-    let (p, bracketed) = parabola3(levels, best)?;
-    if !bracketed {
-        return vertex_of(p);
-    }
-    // A far bracket end (sigma_i, usually) makes its parabola the mean curvature over a long
-    // span, so its steps toward the optimum come out short; the three nearest levels see the
-    // curvature where the optimum is. Kept inside the bracket.
-    match nearest3(levels, best).and_then(vertex_of) {
-        Some(v) => Some(v.clamp(p[0], p[2])),
-        None => vertex3(p.map(|l| (l, mean(l)))),
-    }
+/// The interpolant through `levels`: scored on all samples, so every pair of them has its
+/// distances (`evaluate_full`).
+fn interpolant(memo: &Memo, levels: &[f64], draw: Option<&[usize]>) -> Interpolant {
+    let losses = levels
+        .iter()
+        .map(|&l| mean_over(memo.losses(l), draw))
+        .collect();
+    Interpolant::new(levels, losses, |j, k| {
+        mean_over(memo.distances(levels[j], levels[k]), draw)
+    })
 }
 
 /// The last of the earlier answers where it sat on its own bound (the answer before it, 1
@@ -193,7 +173,7 @@ impl<M: VelocityModel> Engine<'_, M> {
         };
 
         // 1. Where to start: the earlier steps' offsets sigma_hat - sigma extrapolated, else
-        // the pilot race's survivors: their middle, with a first jump a quarter of their span.
+        // the pilot race's survivors: their middle.
         let trend = if a.follow && i > 0 {
             self.trend(i, earlier)
         } else {
@@ -203,58 +183,55 @@ impl<M: VelocityModel> Engine<'_, M> {
             Some(_) if !a.race_every_step => None,
             _ => Some(self.pilot(st, sigma, upper, a)?),
         };
-        let (start, mut jump) = match &pilot {
+        let start = match &pilot {
             Some(p) => {
                 let (lo, hi) = p.survivors;
                 let near = |t: f64| t >= lo - a.pilot_stride && t <= hi + a.pilot_stride;
                 match trend {
                     // The trend where the race kept its neighbourhood, else the race's basin.
-                    Some(t) if near(t) => (t, fs),
-                    _ => (0.5 * (lo + hi), (0.25 * (hi - lo)).max(fs)),
+                    Some(t) if near(t) => t,
+                    _ => 0.5 * (lo + hi),
                 }
             }
             // No race means a trend.
-            None => (trend.unwrap_or(sigma), fs),
+            None => trend.unwrap_or(sigma),
         };
         // Always in the range, so the search below has a candidate.
         let start = range.on_lattice(sigma, fs, start);
         let mut full = vec![sigma];
-        self.evaluate(st, &[sigma, start], all)?;
         if key(start) != key(sigma) {
             full.push(start);
         }
+        self.evaluate_full(st, &full.clone(), &[])?;
 
         // 2. The line search on all samples (module comment).
         for _ in 0..=a.refinements {
             let best = pick(&st.memo.pairs(&range.within(&full), Some(all)), sigma, hi).0;
-            let mean = |l| st.memo.mean(l, Some(all));
             let scored = |l: f64| full.iter().any(|&f| key(f) == key(l));
-            let vertex = line_target(&full, best, mean);
-            let next = match vertex {
-                Some(v) => range.on_lattice(sigma, fs, v),
-                None => {
-                    // Away from the nearest scored level (toward the inside at the range's
-                    // ends), or the other way where that lattice point is scored already.
-                    let nearest = full
-                        .iter()
-                        .copied()
-                        .filter(|&l| key(l) != key(best))
-                        .min_by(|x, y| (x - best).abs().total_cmp(&(y - best).abs()));
-                    let down = nearest.map_or(best - range.lo > range.hi - best, |n| n > best);
-                    let [first, second] = if down { [-jump, jump] } else { [jump, -jump] };
-                    jump *= 2.0;
-                    let there = range.on_lattice(sigma, fs, best + first);
-                    if scored(there) {
-                        range.on_lattice(sigma, fs, best + second)
-                    } else {
-                        there
-                    }
+            let next = if full.len() == 1 {
+                // The start was sigma_i: one fine stride toward the wider side of the range.
+                let toward = if best - range.lo > range.hi - best {
+                    -fs
+                } else {
+                    fs
+                };
+                range.on_lattice(sigma, fs, best + toward)
+            } else {
+                let near = nearest(&full, best, 3);
+                let f = interpolant(st.memo, &near, None);
+                // Extrapolating at most twice the levels' span beyond them.
+                let (first, last) = (near[0], near[near.len() - 1]);
+                let reach = 2.0 * (last - first);
+                let points = range.lattice(sigma, fs, first - reach, last + reach);
+                match f.argmin(points, best) {
+                    Some(p) => p,
+                    None => break,
                 }
             };
             if scored(next) {
                 break;
             }
-            self.evaluate(st, &[next], all)?;
+            self.evaluate_full(st, &[next], &full.clone())?;
             full.push(next);
         }
         let (sigma_hat, loss_calibrated) =
@@ -269,7 +246,7 @@ impl<M: VelocityModel> Engine<'_, M> {
         let k = ((sigma_hat - sigma).clamp(-c.coarse_window, c.coarse_window) / c.coarse_stride)
             .round();
         let edge = !c.widen && coarse.on_edge(tidy(sigma + k * c.coarse_stride), 1, upper);
-        let stderr = self.vertex_stderr(st.memo, &full, sigma_hat, upper, i);
+        let stderr = self.argmin_stderr(st.memo, &full, sigma_hat, &range, i);
         let (scouted, scouted_n, winner) = match &pilot {
             Some(p) => (p.levels.clone(), p.samples, p.winner),
             None => (Vec::new(), 0, start),
@@ -349,27 +326,26 @@ impl<M: VelocityModel> Engine<'_, M> {
         })
     }
 
-    /// Bootstrap over all samples of the parabola vertex through the three scored levels
-    /// nearest sigma_hat: how far sigma_hat would move with other images.
-    fn vertex_stderr(
+    /// Bootstrap over all samples of the interpolant's argmin through the three scored levels
+    /// nearest sigma_hat, between them: how far sigma_hat would move with other images.
+    fn argmin_stderr(
         &self,
         memo: &Memo,
         full: &[f64],
         sigma_hat: f64,
-        upper: f64,
+        range: &Range,
         step: usize,
     ) -> f64 {
-        let all = self.samples();
-        let Some(three) = nearest3(full, sigma_hat) else {
+        let near = nearest(full, sigma_hat, 3);
+        if near.len() < 2 {
             return 0.0;
-        };
-        self.bootstrap(all, step, |draw| {
-            let p = three.map(|l| {
-                let losses = memo.losses(l);
-                (l, draw.iter().map(|&j| losses[j]).sum::<f64>() / all as f64)
-            });
-            let v = vertex3(p).unwrap_or(sigma_hat).clamp(0.0, upper);
-            v.clamp(three[0], three[2])
+        }
+        let c = &self.config;
+        let points = range.lattice(c.sigmas[step], c.fine_stride, near[0], near[near.len() - 1]);
+        self.bootstrap(self.samples(), step, |draw| {
+            interpolant(memo, &near, Some(draw))
+                .argmin(points.iter().copied(), sigma_hat)
+                .unwrap_or(sigma_hat)
         })
     }
 }
@@ -379,15 +355,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parabola_vertex_and_convexity() {
-        let f = |s: f64| 3.0 * (s - 0.414).powi(2) + 1.0;
-        let v = vertex3([(0.40, f(0.40)), (0.41, f(0.41)), (0.45, f(0.45))]).unwrap();
-        assert!((v - 0.414).abs() < 1e-9, "{v}");
-        assert_eq!(vertex3([(0.4, 1.0), (0.5, 2.0), (0.6, 1.0)]), None);
-        assert_eq!(vertex3([(0.4, 1.0), (0.5, 1.0), (0.6, 1.0)]), None);
-    }
-
-    #[test]
     fn lattice_points_stay_in_range() {
         let range = |lo, hi| Range { lo, hi };
         assert_eq!(range(0.0, 1.0).on_lattice(0.503, 0.01, 0.5481), 0.553);
@@ -395,44 +362,17 @@ mod tests {
         assert_eq!(range(0.0, 0.55).on_lattice(0.503, 0.01, 0.5481), 0.543);
         assert_eq!(range(0.0, 1.0).on_lattice(0.0089, 0.01, 0.0), 0.0089);
         assert_eq!(range(0.39, 0.6).on_lattice(0.503, 0.01, 0.3), 0.393);
-        assert_eq!(nearest3(&[0.1, 0.5, 0.2, 0.9], 0.15), Some([0.1, 0.2, 0.5]));
-        assert_eq!(nearest3(&[0.1, 0.5], 0.15), None);
-    }
-
-    #[test]
-    fn the_parabola_brackets_the_best_where_it_can() {
-        // Nearest neighbours on both sides, however far, rather than the three nearest.
-        let levels = [0.30, 0.50, 0.51, 0.52, 0.90];
-        assert_eq!(parabola3(&levels, 0.51), Some(([0.50, 0.51, 0.52], true)));
-        assert_eq!(parabola3(&levels, 0.30), Some(([0.30, 0.50, 0.51], false)));
+        assert_eq!(nearest(&[0.1, 0.5, 0.2, 0.9], 0.15, 3), [0.1, 0.2, 0.5]);
+        assert_eq!(nearest(&[0.5, 0.1], 0.15, 3), [0.1, 0.5]);
+        // Lattice points between two levels, cut to the range, the ends included.
         assert_eq!(
-            parabola3(&[0.3, 0.9, 0.5], 0.5),
-            Some(([0.3, 0.5, 0.9], true))
+            range(0.0, 0.525).lattice(0.503, 0.01, 0.483, 0.6),
+            [0.483, 0.493, 0.503, 0.513, 0.523]
         );
-        assert_eq!(parabola3(&[0.3, 0.5], 0.5), None);
-    }
-
-    #[test]
-    fn the_line_search_takes_the_local_curvature_inside_a_bracket() {
-        // Steep far from the optimum, flat near it: the bracket through the far level 0.0
-        // stops short (0.058), the three nearest levels land on 0.056.
-        let f = |s: f64| (s - 0.056).powi(2) + 50.0 * (0.03 - s).max(0.0).powi(3);
-        let levels = [0.0, 0.063, 0.067, 0.068];
-        let bracket = vertex3([0.0, 0.063, 0.067].map(|l| (l, f(l)))).unwrap();
-        assert!(bracket > 0.058, "{bracket}");
-        let v = line_target(&levels, 0.063, f).unwrap();
-        assert!((v - 0.056).abs() < 1e-9, "{v}");
-        // Never past the bracket: the nearest three (0.063-0.065) put their vertex at 0.0435,
-        // their reach limit at 0.059, the bracket's far end at 0.0605.
-        let bumpy = |s: f64| match key(s) {
-            k if k == key(0.0605) => 1.0,
-            k if k == key(0.063) => 0.10,
-            k if k == key(0.064) => 0.11,
-            _ => 0.1205,
-        };
-        let v = line_target(&[0.0605, 0.063, 0.064, 0.065], 0.063, bumpy).unwrap();
-        assert_eq!(v, 0.0605);
-        assert_eq!(line_target(&[0.0, 0.063], 0.063, f), None);
+        assert_eq!(
+            range(0.49, 0.6).lattice(0.503, 0.01, 0.3, 0.51),
+            [0.493, 0.503]
+        );
     }
 
     #[test]
