@@ -120,7 +120,8 @@ impl Memo {
 
     /// The step in progress as the table saves it.
     pub fn partial(&self, step: usize) -> Partial {
-        let level = |k: i64| self.rows.get(&k).map_or(k as f64 * 1e-9, |r| r.0);
+        // Every pair's levels are scored, so they are in `rows`.
+        let level = |k: i64| self.rows[&k].0;
         Partial {
             step,
             levels: self
@@ -161,12 +162,20 @@ impl Memo {
     /// Mean loss of `level` over its first `n` samples (all it has when `n` is None).
     fn mean(&self, level: f64, n: Option<usize>) -> f64 {
         let l = self.losses(level);
-        let l = &l[..n.unwrap_or(l.len()).min(l.len())];
-        l.iter().sum::<f64>() / l.len().max(1) as f64
+        mean_over(&l[..n.unwrap_or(l.len()).min(l.len())], None)
     }
 
     fn pairs(&self, levels: &[f64], n: Option<usize>) -> Vec<(f64, f64)> {
         levels.iter().map(|&l| (l, self.mean(l, n))).collect()
+    }
+}
+
+/// Mean of per-sample `values` over all of them, or over a bootstrap draw of their indices
+/// (0 for none).
+fn mean_over(values: &[f64], draw: Option<&[usize]>) -> f64 {
+    match draw {
+        Some(d) => d.iter().map(|&j| values[j]).sum::<f64>() / d.len().max(1) as f64,
+        None => values.iter().sum::<f64>() / values.len().max(1) as f64,
     }
 }
 
@@ -307,25 +316,19 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
         full: &[f64],
     ) -> Result<()> {
         let all = self.samples();
-        let mut missing = BTreeSet::new();
+        // Pairs without distances, each with its two levels.
+        let mut missing = BTreeMap::new();
         for (j, &a) in levels.iter().enumerate() {
             for &b in full.iter().chain(&levels[..j]) {
                 if key(a) != key(b) && st.memo.distances(a, b).is_empty() {
-                    missing.insert(pair(a, b));
+                    missing.insert(pair(a, b), (a, b));
                 }
             }
         }
-        let level = |k: i64| {
-            *levels
-                .iter()
-                .chain(full)
-                .find(|&&l| key(l) == k)
-                .expect("a level of the pair")
-        };
-        let missing: Vec<(f64, f64)> = missing.iter().map(|&(a, b)| (level(a), level(b))).collect();
         let mut rows: Vec<(f64, usize)> = Vec::new();
-        let add = |l: f64, rows: &mut Vec<(f64, usize)>| {
-            if rows.iter().any(|r| key(r.0) == key(l)) {
+        let mut added = BTreeSet::new();
+        let mut add = |l: f64, rows: &mut Vec<(f64, usize)>| {
+            if !added.insert(key(l)) {
                 return;
             }
             let kept = st.velocities.get(&key(l));
@@ -339,14 +342,14 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
         for &l in levels {
             add(l, &mut rows);
         }
-        for &(a, b) in &missing {
+        for &(a, b) in missing.values() {
             add(a, &mut rows);
             add(b, &mut rows);
         }
         // Loss rows in sample order first, as the memo appends them.
         rows.sort_by_key(|&(l, s)| (s < st.memo.losses(l).len(), key(l), s));
         self.run(st, &rows, true)?;
-        for (a, b) in missing {
+        for (k, (a, b)) in missing {
             let (va, vb) = (&st.velocities[&key(a)], &st.velocities[&key(b)]);
             let d = va
                 .iter()
@@ -357,7 +360,7 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
                     sum * st.per_elem
                 })
                 .collect();
-            st.memo.distances.insert(pair(a, b), d);
+            st.memo.distances.insert(k, d);
         }
         (st.on_rows)(0, st.memo)
     }
@@ -442,10 +445,7 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
         self.bootstrap(n, step, |draw| {
             let pairs: Vec<(f64, f64)> = levels
                 .iter()
-                .map(|&l| {
-                    let losses = memo.losses(l);
-                    (l, draw.iter().map(|&j| losses[j]).sum::<f64>())
-                })
+                .map(|&l| (l, mean_over(memo.losses(l), Some(draw))))
                 .collect();
             pick(&pairs, sigma, upper).0
         })

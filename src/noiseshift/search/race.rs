@@ -36,7 +36,7 @@
 //! means over all samples, as the grid's are.
 
 use super::interpolant::Interpolant;
-use super::{Engine, Memo, StepResult, StepState, VelocityModel, bound, key, pick};
+use super::{Engine, Memo, StepResult, StepState, VelocityModel, bound, key, mean_over, pick};
 use crate::error::Result;
 use crate::noiseshift::grid::{Window, tidy};
 use crate::noiseshift::table::{Adaptive, Step};
@@ -107,14 +107,6 @@ fn nearest(levels: &[f64], best: f64, n: usize) -> Vec<f64> {
     by.truncate(n);
     by.sort_by(f64::total_cmp);
     by
-}
-
-/// Mean of per-sample `values` over all samples, or over a bootstrap draw of them.
-fn mean_over(values: &[f64], draw: Option<&[usize]>) -> f64 {
-    match draw {
-        Some(d) => d.iter().map(|&j| values[j]).sum::<f64>() / d.len() as f64,
-        None => values.iter().sum::<f64>() / values.len() as f64,
-    }
 }
 
 /// The interpolant through `levels`: scored on all samples, so every pair of them has its
