@@ -35,6 +35,7 @@ fn defaults() -> Adaptive {
         refinements: 8,
         follow: true,
         race_every_step: false,
+        stop_gain: 1e-4,
     }
 }
 
@@ -342,4 +343,22 @@ fn refuses_settings_whose_kept_velocities_pass_the_host_limit() {
         msg.contains("host memory") && msg.contains("--samples"),
         "{msg}"
     );
+}
+
+#[test]
+fn refuses_a_stop_gain_that_is_negative_or_not_a_number() {
+    let gpu = gpu();
+    let (x0, eps) = gaussian_data(0.9, 0.3, 4, 1);
+    let model = Gaussian { s_m: 1.0 };
+    for stop_gain in [-1e-4, f64::NAN] {
+        let a = Adaptive {
+            stop_gain,
+            ..defaults()
+        };
+        let c = config(sd3_sigmas(4, 3.0), Some(a), 64);
+        let Err(err) = Engine::new(&gpu, &model, x0.clone(), eps.clone(), c) else {
+            panic!("accepted {stop_gain}");
+        };
+        assert!(err.to_string().contains("stop gain"), "{err}");
+    }
 }

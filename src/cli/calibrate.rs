@@ -144,6 +144,11 @@ pub struct Args {
     /// from the race's basin where it left the trend's neighbourhood (finds optima that jump).
     #[arg(long)]
     race_every_step: bool,
+    /// Adaptive: stop the line search where its next level is one fine stride from the best
+    /// and the interpolated loss there is lower by at most this fraction of the best's, not
+    /// worth a level on all samples (0..=0.01; 0 runs every such level).
+    #[arg(long, default_value_t = 1e-4, value_parser = ranges::real(0.0, 0.01))]
+    stop_gain: f64,
     /// Rows (candidate x sample) per model evaluation. Default: the most the device's binding
     /// limits allow for this model and resolution (1..=65536).
     #[arg(long, value_parser = ranges::count(1..=65_536))]
@@ -181,6 +186,7 @@ fn search_record(args: &Args, guidance: f64, samples: usize, dataset: &str) -> S
         refinements: args.refinements,
         follow: !args.no_follow,
         race_every_step: args.race_every_step,
+        stop_gain: args.stop_gain,
     });
     Search {
         mode: if adaptive.is_some() {

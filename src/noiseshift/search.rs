@@ -254,6 +254,12 @@ impl<'a, M: VelocityModel> Engine<'a, M> {
                     a.pilot_stride, a.z
                 ));
             }
+            if !(a.stop_gain.is_finite() && a.stop_gain >= 0.0) {
+                return input(format!(
+                    "the stop gain must be zero or positive, got {}",
+                    a.stop_gain
+                ));
+            }
             if a.first_samples == 0 {
                 return input("the race's first samples must be at least 1");
             }

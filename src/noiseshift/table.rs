@@ -77,6 +77,11 @@ pub struct Adaptive {
     /// the trend's neighbourhood.
     #[serde(default)]
     pub race_every_step: bool,
+    /// The line search stops where its next level is one fine stride from the best and the
+    /// interpolated loss there is lower by at most this fraction of the best's (0: off, as in
+    /// tables from before it).
+    #[serde(default)]
+    pub stop_gain: f64,
 }
 
 /// The step in progress when a run stopped: every level evaluated so far with the losses of

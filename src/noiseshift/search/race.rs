@@ -25,10 +25,11 @@
 //!    the loss of the velocity interpolated between the three scored levels nearest the best
 //!    is exact at every s (interpolant.rs), convex through two levels. The next level is the
 //!    fine-lattice point where that loss is least, within twice the levels' span of them; the
-//!    search stops when that point is scored already, or after `refinements` steps. Where the
-//!    start is right, sigma_i and the start suffice (the secant through them puts its minimum
-//!    on the start); else one or two levels more: two to four levels on all samples, where the
-//!    grid scores 27-43.
+//!    search stops when that point is scored already, when it is a neighbour of the best
+//!    whose interpolated loss is lower by at most `stop_gain` of the best's, or after
+//!    `refinements` steps. Where the start is right, sigma_i and the start suffice (the secant
+//!    through them puts its minimum on the start); else one or two levels more: two to four
+//!    levels on all samples, where the grid scores 27-43.
 //!
 //! sigma_hat is the best level scored on all samples, on the grid's fine lattice sigma_i + k *
 //! fine_stride, within the same bound u_i and the grid's reach (coarse + fine window around
@@ -216,6 +217,15 @@ impl<M: VelocityModel> Engine<'_, M> {
                 let reach = 2.0 * (last - first);
                 let points = range.lattice(sigma, fs, first - reach, last + reach);
                 match f.argmin(points, best) {
+                    // A neighbour of the best that promises almost nothing is not worth a
+                    // level on all samples.
+                    Some(p) if (p - best).abs() <= fs + 1e-9 => {
+                        let at_best = st.memo.mean(best, Some(all));
+                        if at_best - f.loss(p) <= a.stop_gain * at_best {
+                            break;
+                        }
+                        p
+                    }
                     Some(p) => p,
                     None => break,
                 }
