@@ -3,8 +3,8 @@
 //! tiny SD3 and SD3.5 fixtures (200 samples, so the race has work to do). Each case prints
 //! what the bar asks (sigma_hat within one fine stride on 90 % of steps, the sum of
 //! loss_calibrated within 0.1 %, a tenth of the evaluations). On the closed form the search meets
-//! all three over all cases together (168 / 176 steps, 9.1 % of the evaluations on lavapipe;
-//! 7-11 % per case), so the asserts hold it to that: agreement on 90 % of steps, losses within
+//! all three over all cases together (165 / 176 steps, 8.4 % of the evaluations on lavapipe;
+//! 7-10.3 % per case), so the asserts hold it to that: agreement on 90 % of steps, losses within
 //! 0.1 % per case, a tenth over all cases and under 12.5 % per case (both search the grid's
 //! reach around sigma_i, and say so where the answer sits on its limit). The random fixtures
 //! (whose loss is bumpy in s, so the optimum jumps between local minima the trend does not

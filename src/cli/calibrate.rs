@@ -115,9 +115,9 @@ pub struct Args {
     /// step starts where the earlier steps' offsets point (the first from a pilot race) and
     /// scores a few levels on all samples, each where the loss of the velocity interpolated
     /// between the levels scored so far is least (BENCHMARKS.md: on the closed-form model
-    /// sigma_hat within a fine stride of the grid's on 95 % of steps at 7-11 % of its
-    /// evaluations, 9.1 % over all cases, losses within 0.003 %; on the built-in model losses
-    /// 0.3-1.4 % above the grid's at 13-14 %, where the grid finds better local minima; not
+    /// sigma_hat within a fine stride of the grid's on 94 % of steps at 7-10 % of its
+    /// evaluations, 8.4 % over all cases, losses within 0.003 %; on the built-in model losses
+    /// 0.4-1.2 % above the grid's at 10-14 %, where the grid finds better local minima; not
     /// the bar there, so not the default). Keeps the velocities of those levels in
     /// host memory (levels x samples x latent size x 4 bytes).
     #[arg(long, value_enum, default_value_t = SearchMode::Grid)]
